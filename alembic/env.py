@@ -1,0 +1,51 @@
+"""Alembic environment: the URL comes from the caller or DATABASE_URL; the schema from todo_api.models."""
+
+from __future__ import annotations
+
+from logging.config import fileConfig
+from typing import Any
+
+from alembic import context
+from sqlalchemy import create_engine, event, pool
+from sqlmodel import SQLModel
+
+import todo_api.models  # noqa: F401  (registers every table on SQLModel.metadata)
+from todo_api.config import get_settings, normalize_database_url
+
+config = context.config
+if config.config_file_name and config.attributes.get("configure_logger", True):
+    fileConfig(config.config_file_name)
+
+target_metadata = SQLModel.metadata
+
+
+def _url() -> str:
+    return normalize_database_url(config.get_main_option("sqlalchemy.url") or get_settings().DATABASE_URL)
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=_url(), target_metadata=target_metadata, literal_binds=True, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    url = _url()
+    engine = create_engine(url, poolclass=pool.NullPool)
+    if url.startswith("sqlite"):
+
+        @event.listens_for(engine, "connect")
+        def _foreign_keys(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.execute("PRAGMA foreign_keys=ON")
+
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+    engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,41 @@
+"""The `todo-api` command: `serve` (migrates first) and `migrate`."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+
+from todo_api.config import get_settings
+from todo_api.migrations import upgrade
+
+
+def _parser() -> argparse.ArgumentParser:
+    settings = get_settings()
+    parser = argparse.ArgumentParser(prog="todo-api", description="Todo API service")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="migrate the database, then serve the API")
+    serve.add_argument("--host", default=settings.HOST, help=f"bind address (default {settings.HOST})")
+    serve.add_argument("--port", type=int, default=settings.PORT, help=f"port (default {settings.PORT})")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    serve.add_argument("--reload", action="store_true", help="restart on code changes (development)")
+    commands.add_parser("migrate", help="upgrade the database to the newest schema")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    upgrade()
+    if args.command == "serve":
+        import uvicorn
+
+        uvicorn.run(
+            "todo_api.main:app",
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            reload=args.reload,
+            # Forwarded headers are trusted only through TRUSTED_PROXIES, never by uvicorn's loopback default.
+            proxy_headers=False,
+            log_level=get_settings().LOG_LEVEL.lower(),
+        )
+    return 0

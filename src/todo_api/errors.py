@@ -1,0 +1,134 @@
+"""The one error type the service raises, and the handlers that turn every failure into `{"detail": ...}`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+# Fields whose submitted value must never come back in a 422 body.
+SECRET_FIELDS = frozenset(
+    {
+        "password",
+        "current_password",
+        "new_password",
+        "token",
+        "access_token",
+        "refresh_token",
+        "client_secret",
+    }
+)
+DB_RETRY_AFTER_SECONDS = "5"
+
+
+class AppError(Exception):
+    status_code = 500
+    detail = "Internal Server Error"
+
+    def __init__(self, detail: str | None = None, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail or self.detail)
+        if detail is not None:
+            self.detail = detail
+        self.headers = dict(headers or {})
+
+
+class BadRequest(AppError):
+    status_code = 400
+    detail = "Bad request"
+
+
+class Unauthorized(AppError):
+    status_code = 401
+    detail = "Could not validate credentials"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class NotFound(AppError):
+    status_code = 404
+    detail = "Not found"
+
+
+class Conflict(AppError):
+    status_code = 409
+    detail = "Conflict"
+
+
+class UnprocessableEntity(AppError):
+    status_code = 422
+    detail = "Unprocessable entity"
+
+
+class ServiceUnavailable(AppError):
+    status_code = 503
+    detail = "Service temporarily unavailable, please retry"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"Retry-After": DB_RETRY_AFTER_SECONDS})
+
+
+def _error(status_code: int, detail: object, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"detail": detail}, status_code=status_code, headers=dict(headers or {}))
+
+
+def _redact(errors: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Validation errors without submitted secrets (or anything unserializable, such as raw bytes)."""
+    cleaned = []
+    for error in errors:
+        item = {k: v for k, v in error.items() if k in {"type", "loc", "msg", "ctx"}}
+        loc = error.get("loc") or ()
+        if "input" in error and not (
+            isinstance(loc, tuple | list) and SECRET_FIELDS.intersection(map(str, loc))
+        ):
+            value = error["input"]
+            if isinstance(value, str | int | float | bool | type(None)):
+                item["input"] = value
+        if "ctx" in item and isinstance(item["ctx"], dict):
+            item["ctx"] = {k: str(v) if isinstance(v, Exception) else v for k, v in item["ctx"].items()}
+        cleaned.append(item)
+    return cleaned
+
+
+async def app_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    return _error(exc.status_code, exc.detail, exc.headers)
+
+
+async def http_exception_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return _error(exc.status_code, exc.detail, exc.headers)
+
+
+async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    return _error(422, _redact(list(exc.errors())))
+
+
+async def database_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    # Connection refused/lost or pool exhausted: the client should retry, it did nothing wrong.
+    logger.error("database unavailable: %s", type(exc).__name__)
+    error = ServiceUnavailable()
+    return _error(error.status_code, error.detail, error.headers)
+
+
+async def unhandled_error_handler(_: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error", exc_info=exc)
+    return _error(500, "Internal Server Error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, app_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_exception_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(OperationalError, database_error_handler)
+    app.add_exception_handler(PoolTimeoutError, database_error_handler)
+    app.add_exception_handler(Exception, unhandled_error_handler)

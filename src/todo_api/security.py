@@ -1,0 +1,92 @@
+"""Password hashing and the tokens this service signs. Pure functions: no database, no request."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Any
+
+import jwt
+from passlib.context import CryptContext
+
+from todo_api.config import Settings
+
+# bcrypt alone ignores everything past 72 bytes; bcrypt_sha256 pre-hashes so every character counts.
+# Plain $2b$ hashes (from other tools or older rows) still verify.
+_SCHEMES = ["bcrypt_sha256", "bcrypt"]
+_DUMMY_PASSWORD = "dummy password for timing equalization"  # noqa: S105 - not a credential
+
+
+class InvalidToken(Exception):
+    """The token is not provably valid; the reason is for logs, never for the client."""
+
+
+@lru_cache
+def _context(rounds: int) -> CryptContext:
+    return CryptContext(schemes=_SCHEMES, default="bcrypt_sha256", bcrypt_sha256__rounds=rounds)
+
+
+@lru_cache
+def _dummy_hash(rounds: int) -> str:
+    return str(_context(rounds).hash(_DUMMY_PASSWORD))
+
+
+def hash_password(password: str, *, rounds: int) -> str:
+    return str(_context(rounds).hash(password))
+
+
+def verify_password(password: str, password_hash: str | None, *, rounds: int) -> bool:
+    """Check a password; with no hash, burn the same time on a dummy so unknown emails cost the same."""
+    context = _context(rounds)
+    if not password_hash:
+        context.verify(password, _dummy_hash(rounds))
+        return False
+    try:
+        return bool(context.verify(password, password_hash))
+    except (ValueError, TypeError):  # a corrupt or foreign hash never authenticates
+        return False
+
+
+@lru_cache
+def _common_passwords() -> frozenset[str]:
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+    return frozenset(FREQUENCY_LISTS["passwords"])
+
+
+def is_common_password(password: str) -> bool:
+    return password.lower() in _common_passwords()
+
+
+def create_access_token(
+    *, subject: str, email: str | None, name: str | None, settings: Settings
+) -> tuple[str, int]:
+    """A signed HS256 token for one of our users and its lifetime in seconds."""
+    now = datetime.now(UTC)
+    lifetime = settings.JWT_EXPIRATION_DELTA
+    claims: dict[str, Any] = {
+        "sub": subject,
+        "iat": now,
+        "exp": now + timedelta(seconds=lifetime),
+        "iss": settings.JWT_ISSUER,
+        "email": email,
+        "name": name,
+    }
+    return jwt.encode(claims, settings.BETTER_AUTH_SECRET, algorithm=settings.JWT_ALGORITHM), lifetime
+
+
+def decode_token(token: str, *, settings: Settings) -> dict[str, Any]:
+    """Verify an HS256 token signed with the shared secret (ours or a Better Auth frontend's)."""
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            token,
+            settings.BETTER_AUTH_SECRET,
+            algorithms=[settings.JWT_ALGORITHM],
+            options={"require": ["exp", "sub"], "verify_aud": False},
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(type(exc).__name__) from exc
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject.strip() or len(subject) > 255:
+        raise InvalidToken("bad subject")
+    return claims

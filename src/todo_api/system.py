@@ -1,0 +1,36 @@
+"""Service-level routes: the root document and health checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from todo_api import __version__
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/")
+def root() -> dict[str, str]:
+    return {"name": "Todo API", "version": __version__, "docs": "/docs"}
+
+
+@router.get("/health")
+def health() -> dict[str, str]:
+    """Liveness: the process answers. Never touches the database."""
+    return {"status": "healthy"}
+
+
+@router.get("/health/ready", responses={503: {"description": "The database does not answer"}})
+def ready(request: Request) -> Any:
+    """Readiness: the database answers a trivial query."""
+    try:
+        with request.app.state.engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except SQLAlchemyError:
+        return JSONResponse({"detail": "Database unavailable"}, status_code=503, headers={"Retry-After": "5"})
+    return {"status": "ready", "database": "ok"}
