@@ -1,0 +1,126 @@
+"""Migrations are reversible on the test backend; `todo-api` and run_migrations.py work as documented."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import create_engine, inspect
+
+from tests.conftest import _create_private_postgres
+from todo_api.migrations import downgrade, upgrade
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tables(url: str) -> set[str]:
+    engine = create_engine(url)
+    try:
+        return set(inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def scratch_database_url(tmp_path: Path) -> object:
+    requested = os.environ.get("TEST_DATABASE_URL", "")
+    if requested.startswith(("postgres://", "postgresql")):
+        url, drop = _create_private_postgres(requested)
+        yield url
+        drop()
+    else:
+        yield f"sqlite:///{tmp_path / 'scratch.db'}"
+
+
+def test_upgrade_downgrade_upgrade(scratch_database_url: str) -> None:
+    url = scratch_database_url
+    upgrade(url)
+    assert {"users", "tasks", "alembic_version"} <= _tables(url)
+    downgrade(url, "base")
+    assert _tables(url) <= {"alembic_version"}
+    upgrade(url)
+    assert {"users", "tasks"} <= _tables(url)
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "BETTER_AUTH", "ENVIRONMENT"))}
+    env.update({"DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "LOG_LEVEL": "WARNING"}, **extra)
+    return env
+
+
+def test_run_migrations_script(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, str(PROJECT_ROOT / "run_migrations.py")],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert {"users", "tasks"} <= _tables(f"sqlite:///{tmp_path / 'cli.db'}")
+
+
+def test_cli_migrate(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "todo_api", "migrate"],
+        cwd=tmp_path,
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert {"users", "tasks"} <= _tables(f"sqlite:///{tmp_path / 'cli.db'}")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_cli_serve_migrates_and_serves(tmp_path: Path) -> None:
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "todo_api", "serve", "--port", str(port)],
+            cwd=tmp_path,
+            env=_env(tmp_path),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                response = httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        assert response.status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/docs", timeout=2).status_code == 200
+        # The development secret was generated beside the database, not in the repository.
+        assert (tmp_path / ".better_auth_secret").exists()
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught.
+    assert process.returncode in (0, -signal.SIGTERM)
+
+
+def test_cli_requires_a_command() -> None:
+    result = subprocess.run([sys.executable, "-m", "todo_api"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "serve" in result.stderr

@@ -1,0 +1,103 @@
+"""Root document, health checks, CORS and the OpenAPI docs."""
+
+from __future__ import annotations
+
+from fastapi.testclient import TestClient
+
+from tests.conftest import make_settings
+from todo_api.main import create_app
+
+
+def test_root_describes_the_service(client: TestClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.json() == {"name": "Todo API", "version": "1.0.0", "docs": "/docs"}
+
+
+def test_health_is_200(client: TestClient) -> None:
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "healthy"}
+
+
+def test_ready_when_the_database_answers(client: TestClient) -> None:
+    response = client.get("/health/ready")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ready", "database": "ok"}
+
+
+def test_not_ready_when_the_database_is_unreachable() -> None:
+    # A real PostgreSQL URL on a loopback port where nothing listens: connection refused.
+    settings = make_settings("postgresql://root@127.0.0.1:9/nowhere")
+    with TestClient(create_app(settings)) as client:
+        ready = client.get("/health/ready")
+        assert ready.status_code == 503
+        assert ready.json() == {"detail": "Database unavailable"}
+        assert ready.headers["retry-after"] == "5"
+        assert client.get("/health").status_code == 200
+
+
+def test_database_down_is_a_503_not_a_500() -> None:
+    settings = make_settings("postgresql://root@127.0.0.1:9/nowhere")
+    with TestClient(create_app(settings)) as client:
+        response = client.post(
+            "/api/auth/login", json={"email": "someone@example.com", "password": "whatever-password"}
+        )
+    assert response.status_code == 503
+    assert response.json() == {"detail": "Service temporarily unavailable, please retry"}
+    assert response.headers["retry-after"] == "5"
+
+
+def test_cors_preflight_allows_configured_origin(client: TestClient) -> None:
+    response = client.options(
+        "/api/me/tasks",
+        headers={
+            "Origin": "http://localhost:3000",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization,content-type",
+        },
+    )
+    assert response.status_code == 200
+    assert response.headers["access-control-allow-origin"] == "http://localhost:3000"
+    assert response.headers["access-control-allow-credentials"] == "true"
+
+
+def test_cors_rejects_other_origins(client: TestClient) -> None:
+    response = client.options(
+        "/api/me/tasks",
+        headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"},
+    )
+    assert response.status_code == 400
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_cors_exposes_paging_headers(client: TestClient) -> None:
+    response = client.get("/health", headers={"Origin": "http://localhost:3000"})
+    assert response.headers["access-control-allow-origin"] == "http://localhost:3000"
+    exposed = {h.strip().lower() for h in response.headers["access-control-expose-headers"].split(",")}
+    assert {"x-total-count", "link", "etag"} <= exposed
+
+
+def test_openapi_and_docs(client: TestClient) -> None:
+    spec = client.get("/openapi.json")
+    assert spec.status_code == 200
+    paths = spec.json()["paths"]
+    assert {"/api/auth/register", "/api/auth/login", "/api/auth/token", "/api/auth/me"} <= set(paths)
+    assert {"/api/{user_id}/tasks", "/api/{user_id}/tasks/{task_id}", "/api/{user_id}/tasks/{task_id}/complete"} <= set(
+        paths
+    )
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    assert "swagger" in docs.text.lower()
+
+
+def test_unknown_route_is_a_json_404(client: TestClient) -> None:
+    response = client.get("/nope")
+    assert response.status_code == 404
+    assert response.json() == {"detail": "Not Found"}
+
+
+def test_wrong_method_is_a_json_405(client: TestClient) -> None:
+    response = client.delete("/health")
+    assert response.status_code == 405
+    assert response.json() == {"detail": "Method Not Allowed"}
