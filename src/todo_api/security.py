@@ -58,9 +58,7 @@ def is_common_password(password: str) -> bool:
     return password.lower() in _common_passwords()
 
 
-def create_access_token(
-    *, subject: str, email: str | None, name: str | None, settings: Settings
-) -> tuple[str, int]:
+def create_access_token(*, subject: str, email: str | None, name: str | None, settings: Settings) -> tuple[str, int]:
     """A signed HS256 token for one of our users and its lifetime in seconds."""
     now = datetime.now(UTC)
     lifetime = settings.JWT_EXPIRATION_DELTA

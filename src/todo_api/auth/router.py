@@ -31,17 +31,13 @@ def login(session: SessionDep, settings: SettingsDep, data: UserLogin) -> AuthRe
 
 
 @router.post("/token", response_model=Token)
-def token(
-    session: SessionDep, settings: SettingsDep, form: Annotated[OAuth2PasswordRequestForm, Depends()]
-) -> Token:
+def token(session: SessionDep, settings: SettingsDep, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> Token:
     """OAuth2 password flow (`username` = email), for the Authorize button in /docs."""
     try:
         credentials = UserLogin(email=form.username, password=form.password)
     except ValidationError:
         raise Unauthorized(service.INVALID_LOGIN) from None
-    user = service.authenticate(
-        session, email=credentials.email, password=credentials.password, settings=settings
-    )
+    user = service.authenticate(session, email=credentials.email, password=credentials.password, settings=settings)
     access_token, _ = service.issue_access_token(user, settings=settings)
     return Token(access_token=access_token)
 

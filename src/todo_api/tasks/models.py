@@ -11,7 +11,7 @@ from sqlalchemy import BigInteger, CheckConstraint, Column, ForeignKey, Index, I
 from sqlmodel import Field, SQLModel
 
 from todo_api.db import UTCDateTime, utcnow
-from todo_api.fields import Text
+from todo_api.fields import NoNul
 
 
 class Priority(StrEnum):
@@ -30,9 +30,9 @@ def _blank_to_none(value: object) -> object:
     return None if isinstance(value, str) and not value.strip() else value
 
 
-Title = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Description = Annotated[Text, StringConstraints(max_length=1000)]
-Category = Annotated[Text, StringConstraints(strip_whitespace=True, max_length=50)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NoNul]
+Description = Annotated[str, StringConstraints(max_length=1000), NoNul]
+Category = Annotated[str, StringConstraints(strip_whitespace=True, max_length=50), NoNul]
 DueDate = Annotated[datetime, AfterValidator(_as_utc)]
 """Naive datetimes are taken as UTC; everything is stored and returned in UTC."""
 
@@ -84,9 +84,7 @@ class Task(SQLModel, table=True):
         default=None,
         sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     )
-    user_id: str = Field(
-        sa_column=Column(String(255), ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
-    )
+    user_id: str = Field(sa_column=Column(String(255), ForeignKey("users.id", ondelete="CASCADE"), nullable=False))
     title: str = Field(max_length=200)
     description: str | None = Field(default=None, max_length=1000)
     completed: bool = False
