@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import tempfile
 from collections.abc import Sequence
 
 from todo_api.config import get_settings
+from todo_api.logs import configure_logging
+from todo_api.metrics import MULTIPROC_ENV
 from todo_api.migrations import upgrade
 
 
@@ -24,10 +28,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    settings = get_settings()
+    configure_logging(settings.LOG_LEVEL)
     upgrade()
     if args.command == "serve":
         import uvicorn
 
+        if settings.METRICS_ENABLED:
+            # Every worker writes its samples here, so /metrics is right whichever worker answers.
+            os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="todo-api-metrics-")
         uvicorn.run(
             "todo_api.main:app",
             host=args.host,
@@ -36,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             reload=args.reload,
             # Forwarded headers are trusted only through TRUSTED_PROXIES, never by uvicorn's loopback default.
             proxy_headers=False,
-            log_level=get_settings().LOG_LEVEL.lower(),
+            # The app logs one JSON line per request itself; uvicorn's own lines go through the same handler.
+            access_log=False,
+            log_config=None,
+            log_level=settings.LOG_LEVEL.lower(),
+            timeout_graceful_shutdown=settings.GRACEFUL_TIMEOUT,
         )
     return 0

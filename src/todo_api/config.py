@@ -55,6 +55,15 @@ class Settings(BaseSettings):
     DB_POOL_RECYCLE: int = 300
     BCRYPT_ROUNDS: int = Field(default=12, ge=4, le=31)
 
+    # Hostile input and HTTP hygiene.
+    MAX_BODY_BYTES: int = Field(default=1048576, ge=1024)
+    DOCS_ENABLED: bool | None = None  # default: off when ENVIRONMENT=production, else on
+    HSTS_SECONDS: int = Field(default=0, ge=0)
+
+    # Observability and process management.
+    METRICS_ENABLED: bool = False
+    GRACEFUL_TIMEOUT: int = Field(default=20, ge=0)
+
     @field_validator("CORS_ORIGINS", mode="before")
     @classmethod
     def _parse_origins(cls, value: Any) -> Any:
@@ -87,6 +96,12 @@ class Settings(BaseSettings):
     @property
     def is_development(self) -> bool:
         return self.ENVIRONMENT.lower() in {"development", "dev", "local"}
+
+    @property
+    def docs_enabled(self) -> bool:
+        if self.DOCS_ENABLED is not None:
+            return self.DOCS_ENABLED
+        return self.ENVIRONMENT.lower() != "production"
 
     @property
     def is_sqlite(self) -> bool:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -74,6 +76,46 @@ class ServiceUnavailable(AppError):
 
     def __init__(self, detail: str | None = None) -> None:
         super().__init__(detail, headers={"Retry-After": DB_RETRY_AFTER_SECONDS})
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+class ValidationErrorItem(BaseModel):
+    type: str
+    loc: list[str | int]
+    msg: str
+    input: Any = None
+    ctx: dict[str, Any] | None = None
+
+
+class ValidationErrorResponse(BaseModel):
+    detail: list[ValidationErrorItem] | str
+
+
+_DESCRIPTIONS = {
+    400: "Bad request",
+    401: "Missing, invalid, expired or revoked token (`WWW-Authenticate: Bearer`)",
+    404: "Not found (another user's resource answers exactly the same)",
+    409: "Conflict with existing data",
+    412: "If-Match does not match the current version; the body is the current resource",
+    413: "Request body larger than MAX_BODY_BYTES",
+    422: "Invalid input",
+    429: "Rate limit exceeded (`Retry-After` says when to retry)",
+    503: "Database unavailable (`Retry-After` says when to retry)",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the error statuses a route can return, each with its body schema."""
+    return {
+        code: {
+            "model": ValidationErrorResponse if code == 422 else ErrorResponse,
+            "description": _DESCRIPTIONS[code],
+        }
+        for code in codes
+    }
 
 
 def _error(status_code: int, detail: object, headers: Mapping[str, str] | None = None) -> JSONResponse:

@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import lru_cache
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 
 from todo_api import __version__, system
 from todo_api.auth.router import router as auth_router
 from todo_api.config import Settings, get_settings
 from todo_api.db import build_engine
 from todo_api.errors import install_error_handlers
+from todo_api.logs import configure_logging
+from todo_api.metrics import get_metrics
+from todo_api.middleware import REQUEST_ID_HEADER, InputLimitMiddleware, RequestContextMiddleware
 from todo_api.tasks.router import router as tasks_router
 
-EXPOSED_HEADERS = ["X-Total-Count", "Link", "ETag"]
+EXPOSED_HEADERS = ["X-Total-Count", "Link", "ETag", REQUEST_ID_HEADER]
+
+
+def _operation_id(route: APIRoute) -> str:
+    # Stable, readable operationIds (`list_tasks`, `create_task`): the handler names, unique in this app.
+    return route.name
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    logging.basicConfig(level=settings.LOG_LEVEL.upper(), format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.LOG_LEVEL)
     engine = build_engine(settings)
 
     @asynccontextmanager
@@ -30,11 +38,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         engine.dispose()
 
+    docs = settings.docs_enabled
     app = FastAPI(
         title="Todo API",
         version=__version__,
         description="Accounts, Better Auth tokens and per-user todo tasks.",
         lifespan=lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+        generate_unique_id_function=_operation_id,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -46,10 +59,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],
         expose_headers=EXPOSED_HEADERS,
     )
+    app.add_middleware(InputLimitMiddleware, max_body_bytes=settings.MAX_BODY_BYTES)
+    # Outermost, so CORS preflights and refused input get the security headers and a log line too.
+    app.add_middleware(RequestContextMiddleware, settings=settings)
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(auth_router)
     app.include_router(tasks_router)
+    if settings.METRICS_ENABLED:
+        get_metrics().track_pool(engine)
+        app.include_router(system.metrics_router)
     return app
 
 

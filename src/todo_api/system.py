@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from todo_api import __version__
+from todo_api.metrics import get_metrics
 
 router = APIRouter(tags=["system"])
 
@@ -38,3 +39,13 @@ def ready(request: Request) -> Any:
     except Exception:  # any failure to reach the database (DBAPI errors come unwrapped here) means not ready
         return JSONResponse({"detail": "Database unavailable"}, status_code=503, headers={"Retry-After": "5"})
     return {"status": "ready", "database": "ok"}
+
+
+metrics_router = APIRouter(tags=["system"])
+
+
+@metrics_router.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}})
+def metrics() -> Response:
+    """Prometheus text format, aggregated over every worker process."""
+    body, content_type = get_metrics().render()
+    return Response(body, media_type=content_type)

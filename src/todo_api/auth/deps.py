@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from todo_api.auth.models import User
@@ -17,14 +17,19 @@ from todo_api.errors import NotFound, Unauthorized
 bearer_token = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
 
 TASK_NOT_FOUND = "Task not found"
+MAX_TOKEN_LENGTH = 8192
 
 
 def get_current_user(
-    session: SessionDep, settings: SettingsDep, token: Annotated[str | None, Depends(bearer_token)]
+    request: Request, session: SessionDep, settings: SettingsDep, token: Annotated[str | None, Depends(bearer_token)]
 ) -> User:
     if not token:
         raise Unauthorized("Not authenticated")
-    return user_from_token(session, token=token, settings=settings)
+    if len(token) > MAX_TOKEN_LENGTH:  # refused before any parsing
+        raise Unauthorized()
+    user = user_from_token(session, token=token, settings=settings)
+    request.state.user_id = user.id  # for the access log
+    return user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Body, Response, status
 
 from todo_api.auth.deps import PathOwner
 from todo_api.db import SessionDep
+from todo_api.errors import error_responses
 from todo_api.tasks import service
 from todo_api.tasks.models import Task, TaskCompletion, TaskCreate, TaskPublic, TaskUpdate
 
-router = APIRouter(prefix="/api/{user_id}/tasks", tags=["tasks"])
+router = APIRouter(prefix="/api/{user_id}/tasks", tags=["tasks"], responses=error_responses(401, 404, 413, 422, 503))
 
 
 @router.get("", response_model=list[TaskPublic])
