@@ -1,0 +1,112 @@
+"""One JSON access-log line per request, structured log format, and Prometheus metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlmodel import Session
+
+from tests.conftest import make_settings
+from tests.factories import UserFactory
+from todo_api.db import get_session
+from todo_api.logs import JsonFormatter
+from todo_api.main import create_app
+
+
+def _access_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [record for record in caplog.records if record.name == "todo_api.access"]
+
+
+def test_one_access_line_per_request_with_route_template(
+    client: TestClient, users: UserFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    user = users.create()
+    task = client.post("/api/me/tasks", headers=user.headers, json={"title": "logged"}).json()
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="todo_api.access")
+    response = client.get(f"/api/me/tasks/{task['id']}", headers={**user.headers, "X-Request-ID": "req-42"})
+    assert response.status_code == 200
+    [record] = _access_records(caplog)
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "request"
+    assert line["method"] == "GET"
+    assert line["path"] == "/api/{user_id}/tasks/{task_id}"
+    assert line["status"] == 200
+    assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
+    assert line["request_id"] == "req-42"
+    assert line["user_id"] == user.id
+    assert {"ts", "level", "logger"} <= set(line)
+
+
+def test_access_line_without_user_and_for_errors(client: TestClient, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="todo_api.access")
+    client.get("/api/me/tasks")
+    client.get("/no/such/route")
+    unauthorized, unmatched = (json.loads(JsonFormatter().format(r)) for r in _access_records(caplog))
+    assert unauthorized["status"] == 401 and "user_id" not in unauthorized
+    assert unauthorized["path"] == "/api/{user_id}/tasks"
+    assert unmatched["status"] == 404 and unmatched["path"] == "<unmatched>"
+
+
+def test_logs_never_contain_tokens_or_passwords(
+    client: TestClient, users: UserFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    user = users.create()
+    client.post("/api/auth/login", json={"email": user.email, "password": user.password})
+    client.post("/api/auth/login", json={"email": user.email, "password": "wrong password 123"})
+    client.get("/api/auth/me", headers=user.headers)
+    client.get("/api/auth/me", headers={"Authorization": "Bearer not.a.valid-token"})
+    formatted = "\n".join(JsonFormatter().format(record) for record in caplog.records)
+    for secret in (user.token, user.password, "wrong password 123", "not.a.valid-token"):
+        assert secret not in formatted
+
+
+def test_json_formatter_keeps_extras_and_hides_exception_messages() -> None:
+    try:
+        raise ValueError("SELECT secret FROM users WHERE password='hunter2'")
+    except ValueError:
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "failed %s", ("here",), sys.exc_info())
+    record.event = "token_rejected"
+    line = json.loads(JsonFormatter().format(record))
+    assert line["message"] == "failed here"
+    assert line["event"] == "token_rejected"
+    assert line["exception"] == "ValueError"
+    assert any("test_observability.py" in frame for frame in line["stack"])
+    assert "hunter2" not in json.dumps(line)
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    wanted = ",".join(f'{key}="{value}"' for key, value in labels.items())
+    pattern = re.escape(name) + (r"\{" + re.escape(wanted) + r"\}" if labels else "") + r" ([0-9.e+-]+)"
+    match = re.search(pattern, text)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_metrics_are_off_by_default(client: TestClient) -> None:
+    assert client.get("/metrics").status_code == 404
+
+
+def test_metrics_count_requests_by_route(database_url: str, db_session: Session) -> None:
+    app = create_app(make_settings(database_url, METRICS_ENABLED=True))
+    app.dependency_overrides[get_session] = lambda: db_session
+    with TestClient(app) as client:
+        before = client.get("/metrics").text
+        for _ in range(3):
+            assert client.get("/health").status_code == 200
+        client.get("/api/me/tasks/1")
+        after = client.get("/metrics")
+    assert after.status_code == 200
+    assert after.headers["content-type"].startswith("text/plain")
+    text = after.text
+    labels = {"method": "GET", "route": "/health", "status": "200"}
+    assert _metric(text, "http_requests_total", **labels) - _metric(before, "http_requests_total", **labels) == 3
+    unauthorized = {"method": "GET", "route": "/api/{user_id}/tasks/{task_id}", "status": "401"}
+    assert _metric(text, "http_requests_total", **unauthorized) >= 1
+    assert _metric(text, "http_request_duration_seconds_count", route="/health") >= 3
+    assert "db_pool_connections_in_use" in text
