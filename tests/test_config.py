@@ -20,7 +20,8 @@ def settings_from_env(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
     return Settings(_env_file=None)
 
 
-def test_defaults(tmp_cwd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("tmp_cwd")
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_from_env(monkeypatch)
     assert settings.DATABASE_URL == "sqlite:///./todo.db"
     assert settings.ENVIRONMENT == "development"
