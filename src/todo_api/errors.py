@@ -86,9 +86,7 @@ def _redact(errors: list[dict[str, object]]) -> list[dict[str, object]]:
     for error in errors:
         item = {k: v for k, v in error.items() if k in {"type", "loc", "msg", "ctx"}}
         loc = error.get("loc") or ()
-        if "input" in error and not (
-            isinstance(loc, tuple | list) and SECRET_FIELDS.intersection(map(str, loc))
-        ):
+        if "input" in error and not (isinstance(loc, tuple | list) and SECRET_FIELDS.intersection(map(str, loc))):
             value = error["input"]
             if isinstance(value, str | int | float | bool | type(None)):
                 item["input"] = value

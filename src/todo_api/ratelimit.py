@@ -70,7 +70,12 @@ class RateLimiter:
 
     def _retry_after(self, item: RateLimitItem, keys: tuple[str, ...]) -> int:
         resets: list[float] = []
-        self._run(lambda limiter: resets.append(limiter.get_window_stats(item, *keys).reset_time) is None)
+
+        def window_reset(limiter: MovingWindowRateLimiter) -> bool:
+            resets.append(limiter.get_window_stats(item, *keys).reset_time)
+            return True
+
+        self._run(window_reset)
         reset = resets[-1] if resets else time.time() + item.get_expiry()
         return max(1, math.ceil(reset - time.time()))
 

@@ -71,9 +71,7 @@ class RefreshToken(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     session_id: str = Field(
-        sa_column=Column(
-            String(36), ForeignKey("auth_sessions.id", ondelete="CASCADE"), nullable=False, index=True
-        )
+        sa_column=Column(String(36), ForeignKey("auth_sessions.id", ondelete="CASCADE"), nullable=False, index=True)
     )
     token_hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -99,9 +97,7 @@ class RevokedToken(SQLModel, table=True):
     __tablename__ = "revoked_tokens"
 
     token_hash: str = Field(primary_key=True, max_length=64)
-    user_id: str = Field(
-        sa_column=Column(String(255), ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
-    )
+    user_id: str = Field(sa_column=Column(String(255), ForeignKey("users.id", ondelete="CASCADE"), nullable=False))
     expires_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False, index=True))
 
 

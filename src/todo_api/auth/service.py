@@ -60,9 +60,7 @@ class Principal:
     expires_at: datetime | None
 
 
-def register_user(
-    session: Session, *, data: UserRegister, client: ClientInfo, settings: Settings
-) -> AuthResponse:
+def register_user(session: Session, *, data: UserRegister, client: ClientInfo, settings: Settings) -> AuthResponse:
     user = User(
         id=str(uuid.uuid4()),
         email=data.email,

@@ -84,9 +84,7 @@ class Task(SQLModel, table=True):
         default=None,
         sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
     )
-    user_id: str = Field(
-        sa_column=Column(String(255), ForeignKey("users.id", ondelete="CASCADE"), nullable=False)
-    )
+    user_id: str = Field(sa_column=Column(String(255), ForeignKey("users.id", ondelete="CASCADE"), nullable=False))
     title: str = Field(max_length=200)
     description: str | None = Field(default=None, max_length=1000)
     completed: bool = False
