@@ -60,9 +60,11 @@ def _sqlite_setup(engine: Engine) -> None:
         cursor.execute("PRAGMA busy_timeout=5000")
         cursor.close()
 
+    # IMMEDIATE takes the write lock up front: a read-then-write transaction that found another writer
+    # would otherwise fail at once with "database is locked" instead of waiting out busy_timeout.
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def build_engine(settings: Settings, url: str | None = None) -> Engine:

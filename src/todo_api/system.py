@@ -6,8 +6,6 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
 
 from todo_api import __version__
 
@@ -29,8 +27,14 @@ def health() -> dict[str, str]:
 def ready(request: Request) -> Any:
     """Readiness: the database answers a trivial query."""
     try:
-        with request.app.state.engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-    except SQLAlchemyError:
+        # A raw pooled connection: no transaction, so it never waits on another connection's write lock.
+        connection = request.app.state.engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+        finally:
+            connection.close()
+    except Exception:  # any failure to reach the database (DBAPI errors come unwrapped here) means not ready
         return JSONResponse({"detail": "Database unavailable"}, status_code=503, headers={"Retry-After": "5"})
     return {"status": "ready", "database": "ok"}

@@ -10,7 +10,7 @@ from sqlalchemy import Column, ForeignKey, String
 from sqlmodel import Field, SQLModel
 
 from todo_api.db import UTCDateTime, utcnow
-from todo_api.fields import Email, LoginEmail, Text
+from todo_api.fields import Email, LoginEmail, NoNul
 from todo_api.security import is_common_password
 
 PASSWORD_MIN_LENGTH = 8
@@ -24,11 +24,12 @@ def _not_common(password: str) -> str:
 
 
 NewPassword = Annotated[
-    Text,
+    str,
     StringConstraints(min_length=PASSWORD_MIN_LENGTH, max_length=PASSWORD_MAX_LENGTH),
+    NoNul,
     AfterValidator(_not_common),
 ]
-Name = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100), NoNul]
 
 
 class User(SQLModel, table=True):
@@ -118,7 +119,7 @@ class UserRegister(SQLModel):
 
 class UserLogin(SQLModel):
     email: LoginEmail
-    password: Annotated[Text, StringConstraints(min_length=1, max_length=1024)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=1024), NoNul]
 
 
 class UserPublic(SQLModel):

@@ -331,7 +331,8 @@ def _sync_external_user(session: Session, *, user: User | None, user_id: str, cl
     else:
         user = User(id=user_id, email=email, name=name or "")
     if email is not None:
-        owner = session.exec(select(User.id).where(User.email == email)).first()
+        with session.no_autoflush:  # look before the pending change reaches the unique index
+            owner = session.exec(select(User.id).where(User.email == email)).first()
         if owner is not None and owner != user_id:
             session.rollback()
             raise Unauthorized(EMAIL_BELONGS_TO_ANOTHER)

@@ -11,7 +11,7 @@ from sqlalchemy import BigInteger, CheckConstraint, Column, ForeignKey, Index, I
 from sqlmodel import Field, SQLModel
 
 from todo_api.db import UTCDateTime, utcnow
-from todo_api.fields import Text
+from todo_api.fields import NoNul
 
 
 class Priority(StrEnum):
@@ -30,9 +30,9 @@ def _blank_to_none(value: object) -> object:
     return None if isinstance(value, str) and not value.strip() else value
 
 
-Title = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Description = Annotated[Text, StringConstraints(max_length=1000)]
-Category = Annotated[Text, StringConstraints(strip_whitespace=True, max_length=50)]
+Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NoNul]
+Description = Annotated[str, StringConstraints(max_length=1000), NoNul]
+Category = Annotated[str, StringConstraints(strip_whitespace=True, max_length=50), NoNul]
 DueDate = Annotated[datetime, AfterValidator(_as_utc)]
 """Naive datetimes are taken as UTC; everything is stored and returned in UTC."""
 
