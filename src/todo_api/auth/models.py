@@ -150,7 +150,7 @@ class TokenPair(SQLModel):
     expires_in: int
 
 
-RefreshTokenValue = Annotated[Text, StringConstraints(min_length=1, max_length=256)]
+RefreshTokenValue = Annotated[str, StringConstraints(min_length=1, max_length=256), NoNul]
 
 
 class RefreshRequest(SQLModel):
@@ -184,7 +184,7 @@ class UserUpdate(SQLModel):
 
 
 class ChangePassword(SQLModel):
-    current_password: Annotated[Text, StringConstraints(min_length=1, max_length=1024)]
+    current_password: Annotated[str, StringConstraints(min_length=1, max_length=1024), NoNul]
     new_password: NewPassword
 
 
@@ -193,12 +193,12 @@ class ForgotPassword(SQLModel):
 
 
 class ResetPassword(SQLModel):
-    token: Annotated[Text, StringConstraints(min_length=1, max_length=256)]
+    token: Annotated[str, StringConstraints(min_length=1, max_length=256), NoNul]
     new_password: NewPassword
 
 
 class DeleteAccount(SQLModel):
-    password: Annotated[Text, StringConstraints(max_length=1024)] | None = None
+    password: Annotated[str, StringConstraints(max_length=1024), NoNul] | None = None
 
 
 class Message(SQLModel):
