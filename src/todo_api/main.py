@@ -15,6 +15,7 @@ from todo_api.auth.router import router as auth_router
 from todo_api.config import Settings, get_settings
 from todo_api.db import build_engine
 from todo_api.errors import install_error_handlers
+from todo_api.ratelimit import RateLimiter
 from todo_api.tasks.router import router as tasks_router
 
 EXPOSED_HEADERS = ["X-Total-Count", "Link", "ETag"]
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.rate_limiter = RateLimiter(settings)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.CORS_ORIGINS,
