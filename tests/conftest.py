@@ -70,6 +70,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "BETTER_AUTH_SECRET": TEST_SECRET,
         "BCRYPT_ROUNDS": 4,
         "LOG_LEVEL": "WARNING",
+        # The suite registers many users from one client; rate-limit tests switch limits on explicitly.
+        "RATE_LIMIT_ENABLED": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)

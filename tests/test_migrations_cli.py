@@ -111,6 +111,19 @@ def test_cli_serve_migrates_and_serves(tmp_path: Path) -> None:
                 time.sleep(0.2)
         assert response.status_code == 200
         assert httpx.get(f"http://127.0.0.1:{port}/docs", timeout=2).status_code == 200
+        # uvicorn's trust in forwarded headers from loopback is off: only TRUSTED_PROXIES may change the IP.
+        registered = httpx.post(
+            f"http://127.0.0.1:{port}/api/auth/register",
+            json={"name": "Cli", "email": "cli@example.com", "password": "correct horse battery staple"},
+            headers={"X-Forwarded-For": "203.0.113.50"},
+            timeout=10,
+        )
+        assert registered.status_code == 201, registered.text
+        token = registered.json()["access_token"]
+        sessions = httpx.get(
+            f"http://127.0.0.1:{port}/api/auth/sessions", headers={"Authorization": f"Bearer {token}"}, timeout=10
+        )
+        assert [s["ip"] for s in sessions.json()] == ["127.0.0.1"]
         # The development secret was generated beside the database, not in the repository.
         assert (tmp_path / ".better_auth_secret").exists()
     finally:

@@ -110,3 +110,56 @@ def test_metrics_count_requests_by_route(database_url: str, db_session: Session)
     assert _metric(text, "http_requests_total", **unauthorized) >= 1
     assert _metric(text, "http_request_duration_seconds_count", route="/health") >= 3
     assert "db_pool_connections_in_use" in text
+
+
+def _events(caplog: pytest.LogCaptureFixture) -> list[dict[str, object]]:
+    return [json.loads(JsonFormatter().format(r)) for r in caplog.records if r.name == "todo_api.audit"]
+
+
+def test_auth_events_are_logged(client: TestClient, users: UserFactory, caplog: pytest.LogCaptureFixture) -> None:
+    user = users.create()
+    caplog.set_level(logging.INFO, logger="todo_api.audit")
+    client.post("/api/auth/login", json={"email": user.email, "password": user.password})
+    client.post("/api/auth/login", json={"email": user.email, "password": "not the password"})
+    client.get("/api/auth/me", headers={"Authorization": "Bearer garbage"})
+    client.post(
+        "/api/auth/change-password",
+        headers=user.headers,
+        json={"current_password": user.password, "new_password": "a different long passphrase"},
+    )
+    client.get("/api/auth/me", headers=user.headers)  # its session ended with the password change
+    events = _events(caplog)
+    assert [e["event"] for e in events] == [
+        "login_succeeded",
+        "login_failed",
+        "token_rejected",
+        "password_changed",
+        "token_rejected",
+    ]
+    assert events[0]["user_id"] == user.id and events[1]["user_id"] == user.id
+    assert events[2]["reason"] == "DecodeError"
+    assert events[4]["reason"] == "no_live_session"
+    assert all(user.email not in json.dumps(e) for e in events)
+
+
+def test_rate_limited_event_and_login_metrics(
+    database_url: str, db_session: Session, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(
+        make_settings(database_url, METRICS_ENABLED=True, RATE_LIMIT_ENABLED=True, RATE_LIMIT_LOGIN_PER_EMAIL="1/hour")
+    )
+    app.dependency_overrides[get_session] = lambda: db_session
+    caplog.set_level(logging.INFO, logger="todo_api.audit")
+    with TestClient(app) as client:
+        before = client.get("/metrics").text
+        body = {"email": "nobody-metrics@example.com", "password": "some password"}
+        assert client.post("/api/auth/login", json=body).status_code == 401
+        assert client.post("/api/auth/login", json=body).status_code == 429
+        after = client.get("/metrics").text
+    for outcome in ("failure", "rate_limited"):
+        delta = _metric(after, "auth_logins_total", outcome=outcome) - _metric(
+            before, "auth_logins_total", outcome=outcome
+        )
+        assert delta == 1
+    limited = [e for e in _events(caplog) if e["event"] == "rate_limited"]
+    assert limited and limited[0]["limit"] == "login_failures"

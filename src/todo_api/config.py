@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import secrets
 from functools import lru_cache
@@ -64,10 +65,67 @@ class Settings(BaseSettings):
     METRICS_ENABLED: bool = False
     GRACEFUL_TIMEOUT: int = Field(default=20, ge=0)
 
-    @field_validator("CORS_ORIGINS", mode="before")
+    # Sessions, refresh tokens and password recovery (seconds).
+    REFRESH_TOKEN_EXPIRATION_DELTA: int = Field(default=2592000, ge=60)
+    PASSWORD_RESET_EXPIRATION: int = Field(default=3600, ge=60)
+    PASSWORD_RESET_URL: str = "http://localhost:3000/reset-password?token={token}"
+    SMTP_HOST: str = ""
+    SMTP_PORT: int = Field(default=587, ge=1, le=65535)
+    SMTP_USER: str = ""
+    SMTP_PASSWORD: str = Field(default="", repr=False)
+    SMTP_STARTTLS: bool = False
+    SMTP_TIMEOUT: float = Field(default=10, gt=0)
+    MAIL_FROM: str = "Todo API <no-reply@localhost>"
+
+    # Abuse protection, in the `limits` notation ("5/minute", "50/hour").
+    RATE_LIMIT_ENABLED: bool = True
+    RATE_LIMIT_LOGIN: str = "10/minute"
+    RATE_LIMIT_LOGIN_PER_EMAIL: str = "50/hour"
+    RATE_LIMIT_REGISTER: str = "5/minute"
+    RATE_LIMIT_TOKEN: str = "10/minute"
+    RATE_LIMIT_REFRESH: str = "30/minute"
+    RATE_LIMIT_FORGOT_PASSWORD: str = "5/minute"
+    RATE_LIMIT_FORGOT_PASSWORD_PER_EMAIL: str = "3/hour"
+    RATE_LIMIT_RESET_PASSWORD: str = "10/minute"
+    RATE_LIMIT_STORAGE_URL: str = Field(default="memory://", repr=False)
+    RATE_LIMIT_KEY_PREFIX: str = "todo-api"
+    TRUSTED_PROXIES: Annotated[list[str], NoDecode] = Field(default=[])
+
+    @field_validator("CORS_ORIGINS", "TRUSTED_PROXIES", mode="before")
     @classmethod
-    def _parse_origins(cls, value: Any) -> Any:
+    def _parse_lists(cls, value: Any) -> Any:
         return _split_csv(value)
+
+    @field_validator("TRUSTED_PROXIES")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            ipaddress.ip_network(item, strict=False)  # ValueError -> the setting is refused at start
+        return value
+
+    @field_validator(
+        "RATE_LIMIT_LOGIN",
+        "RATE_LIMIT_LOGIN_PER_EMAIL",
+        "RATE_LIMIT_REGISTER",
+        "RATE_LIMIT_TOKEN",
+        "RATE_LIMIT_REFRESH",
+        "RATE_LIMIT_FORGOT_PASSWORD",
+        "RATE_LIMIT_FORGOT_PASSWORD_PER_EMAIL",
+        "RATE_LIMIT_RESET_PASSWORD",
+    )
+    @classmethod
+    def _valid_limit(cls, value: str) -> str:
+        from limits import parse_many
+
+        parse_many(value)  # ValueError for anything that is not "N/period"
+        return value
+
+    @field_validator("PASSWORD_RESET_URL")
+    @classmethod
+    def _has_token_placeholder(cls, value: str) -> str:
+        if "{token}" not in value:
+            raise ValueError("PASSWORD_RESET_URL must contain a {token} placeholder")
+        return value
 
     @field_validator("DATABASE_URL")
     @classmethod

@@ -42,3 +42,11 @@ def configure_logging(level: str) -> None:
         handler = _OurHandler(sys.stdout)
         handler.setFormatter(JsonFormatter())
         root.addHandler(handler)
+
+
+_audit = logging.getLogger("todo_api.audit")
+
+
+def audit(event: str, **fields: Any) -> None:
+    """An auth event as one log line with an `event` field (never a token, password or email body)."""
+    _audit.info(event, extra={"event": event, **fields})

@@ -18,6 +18,7 @@ from todo_api.errors import install_error_handlers
 from todo_api.logs import configure_logging
 from todo_api.metrics import get_metrics
 from todo_api.middleware import REQUEST_ID_HEADER, InputLimitMiddleware, RequestContextMiddleware
+from todo_api.ratelimit import RateLimiter
 from todo_api.tasks.router import router as tasks_router
 
 EXPOSED_HEADERS = ["X-Total-Count", "Link", "ETag", REQUEST_ID_HEADER]
@@ -51,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.rate_limiter = RateLimiter(settings)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.CORS_ORIGINS,

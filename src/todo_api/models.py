@@ -1,6 +1,21 @@
 """Every table model, imported in one place so Alembic and the tests see the whole schema."""
 
-from todo_api.auth.models import User
+from todo_api.auth.models import (
+    AuthSession,
+    DeletedUser,
+    PasswordResetToken,
+    RefreshToken,
+    RevokedToken,
+    User,
+)
 from todo_api.tasks.models import Task
 
-__all__ = ["Task", "User"]
+__all__ = [
+    "AuthSession",
+    "DeletedUser",
+    "PasswordResetToken",
+    "RefreshToken",
+    "RevokedToken",
+    "Task",
+    "User",
+]

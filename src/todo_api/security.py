@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -58,12 +60,25 @@ def is_common_password(password: str) -> bool:
     return password.lower() in _common_passwords()
 
 
-def create_access_token(*, subject: str, email: str | None, name: str | None, settings: Settings) -> tuple[str, int]:
-    """A signed HS256 token for one of our users and its lifetime in seconds."""
+def new_opaque_token() -> str:
+    """A random, URL-safe secret for refresh and password-reset tokens (256 bits)."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_token(token: str) -> str:
+    """What is stored for a high-entropy token: a plain SHA-256 suffices (no password to brute-force)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def create_access_token(
+    *, subject: str, session_id: str, email: str | None, name: str | None, settings: Settings
+) -> tuple[str, int]:
+    """A signed HS256 token for one of our users, bound to a session, and its lifetime in seconds."""
     now = datetime.now(UTC)
     lifetime = settings.JWT_EXPIRATION_DELTA
     claims: dict[str, Any] = {
         "sub": subject,
+        "sid": session_id,
         "iat": now,
         "exp": now + timedelta(seconds=lifetime),
         "iss": settings.JWT_ISSUER,

@@ -43,7 +43,7 @@ ME = "/api/auth/me"
 
 EXPIRES_IN = 604800
 ISSUER = "todo-api"
-AUTH_KEYS = {"message", "user", "access_token", "token_type", "expires_in"}
+AUTH_KEYS = {"message", "user", "access_token", "refresh_token", "token_type", "expires_in"}
 USER_KEYS = {"id", "email", "name", "created_at"}
 INVALID_LOGIN = {"detail": "Incorrect email or password"}
 EMAIL_TAKEN = {"detail": "Email already registered"}
@@ -154,7 +154,7 @@ def test_register_returns_user_and_token(client: TestClient) -> None:
     body = response.json()
     assert str(uuid.UUID(body["user"]["id"])) == body["user"]["id"]
     assert_no_secret(response, PASSWORD)
-    without_token = json.dumps(body | {"access_token": ""})
+    without_token = json.dumps(body | {"access_token": "", "refresh_token": ""})
     assert "password" not in without_token
     assert "hash" not in without_token
 
@@ -592,7 +592,7 @@ def test_issued_tokens_carry_the_documented_claims(client: TestClient, route: st
         issuer=ISSUER,
         options={"require": ["sub", "iat", "exp", "iss"]},
     )
-    assert set(claims) == {"sub", "iat", "exp", "iss", "email", "name"}
+    assert set(claims) == {"sub", "sid", "iat", "exp", "iss", "email", "name"}
     assert claims["sub"] == user_id
     assert claims["iss"] == ISSUER
     assert claims["email"] == email

@@ -1,4 +1,4 @@
-"""Request dependencies: the authenticated user, and the owner a `/api/{user_id}/...` path may address."""
+"""Request dependencies: who is calling, from where, and the owner a `/api/{user_id}/...` path may address."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
 from todo_api.auth.models import User
-from todo_api.auth.service import user_from_token
+from todo_api.auth.service import Principal, principal_from_token
+from todo_api.auth.sessions import ClientInfo
 from todo_api.config import SettingsDep
 from todo_api.db import SessionDep
 from todo_api.errors import NotFound, Unauthorized
+from todo_api.ratelimit import RateLimiter, client_ip
 
 # Only reads `Authorization: Bearer ...`; declared so /docs shows the Authorize button.
 bearer_token = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
@@ -20,16 +22,23 @@ TASK_NOT_FOUND = "Task not found"
 MAX_TOKEN_LENGTH = 8192
 
 
-def get_current_user(
+def get_principal(
     request: Request, session: SessionDep, settings: SettingsDep, token: Annotated[str | None, Depends(bearer_token)]
-) -> User:
+) -> Principal:
     if not token:
         raise Unauthorized("Not authenticated")
     if len(token) > MAX_TOKEN_LENGTH:  # refused before any parsing
         raise Unauthorized()
-    user = user_from_token(session, token=token, settings=settings)
-    request.state.user_id = user.id  # for the access log
-    return user
+    principal = principal_from_token(session, token=token, settings=settings)
+    request.state.user_id = principal.user.id  # for the access log
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+
+
+def get_current_user(principal: CurrentPrincipal) -> User:
+    return principal.user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
@@ -43,3 +52,18 @@ def get_path_owner(user_id: str, user: CurrentUser) -> User:
 
 
 PathOwner = Annotated[User, Depends(get_path_owner)]
+
+
+def get_client_info(request: Request) -> ClientInfo:
+    return ClientInfo(user_agent=request.headers.get("user-agent"), ip=client_ip(request))
+
+
+Client = Annotated[ClientInfo, Depends(get_client_info)]
+
+
+def get_rate_limiter(request: Request) -> RateLimiter:
+    limiter: RateLimiter = request.app.state.rate_limiter
+    return limiter
+
+
+Limiter = Annotated[RateLimiter, Depends(get_rate_limiter)]

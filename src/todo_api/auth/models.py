@@ -5,8 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, StringConstraints
-from sqlalchemy import Column, String
+from pydantic import AfterValidator, StringConstraints, field_validator
+from sqlalchemy import Column, ForeignKey, String
 from sqlmodel import Field, SQLModel
 
 from todo_api.db import UTCDateTime, utcnow
@@ -43,6 +43,72 @@ class User(SQLModel, table=True):
     password_hash: str | None = Field(default=None, max_length=255, repr=False)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Set by logout-all and password changes: tokens without a session here (Better Auth's) issued at or
+    # before this instant are refused.
+    tokens_valid_after: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class AuthSession(SQLModel, table=True):
+    """One login: the refresh-token chain and every access token carrying its id as `sid`."""
+
+    __tablename__ = "auth_sessions"
+
+    id: str = Field(primary_key=True, max_length=36)
+    user_id: str = Field(
+        sa_column=Column(String(255), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    last_used_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    revoked_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    user_agent: str | None = Field(default=None, max_length=512)
+    ip: str | None = Field(default=None, max_length=64)
+
+
+class RefreshToken(SQLModel, table=True):
+    """Every refresh token a session was given; a rotated one presented again is theft."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    session_id: str = Field(
+        sa_column=Column(String(36), ForeignKey("auth_sessions.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    token_hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    rotated_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class PasswordResetToken(SQLModel, table=True):
+    __tablename__ = "password_reset_tokens"
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: str = Field(
+        sa_column=Column(String(255), ForeignKey("users.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    token_hash: str = Field(sa_column=Column(String(64), unique=True, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    expires_at: datetime = Field(sa_type=UTCDateTime)
+    used_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class RevokedToken(SQLModel, table=True):
+    """Better Auth tokens logged out one by one (they have no session here), kept until they expire."""
+
+    __tablename__ = "revoked_tokens"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(sa_column=Column(String(255), ForeignKey("users.id", ondelete="CASCADE"), nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False, index=True))
+
+
+class DeletedUser(SQLModel, table=True):
+    """Tombstone: a Better Auth token issued before the deletion must not re-create the account."""
+
+    __tablename__ = "deleted_users"
+
+    id: str = Field(primary_key=True, max_length=255)
+    deleted_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
 class UserRegister(SQLModel):
@@ -72,5 +138,68 @@ class AuthResponse(SQLModel):
     message: str
     user: UserPublic
     access_token: str
+    refresh_token: str
     token_type: Literal["bearer"] = "bearer"
     expires_in: int
+
+
+class TokenPair(SQLModel):
+    access_token: str
+    refresh_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+
+
+RefreshTokenValue = Annotated[str, StringConstraints(min_length=1, max_length=256), NoNul]
+
+
+class RefreshRequest(SQLModel):
+    refresh_token: RefreshTokenValue
+
+
+class LogoutRequest(SQLModel):
+    refresh_token: RefreshTokenValue | None = None
+
+
+class SessionPublic(SQLModel):
+    id: str
+    created_at: datetime
+    last_used_at: datetime
+    expires_at: datetime
+    user_agent: str | None
+    ip: str | None
+    current: bool
+
+
+class UserUpdate(SQLModel):
+    name: Name | None = None
+    email: Email | None = None
+
+    @field_validator("name", "email", mode="before")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("may be omitted but not null")
+        return value
+
+
+class ChangePassword(SQLModel):
+    current_password: Annotated[str, StringConstraints(min_length=1, max_length=1024), NoNul]
+    new_password: NewPassword
+
+
+class ForgotPassword(SQLModel):
+    email: Email
+
+
+class ResetPassword(SQLModel):
+    token: Annotated[str, StringConstraints(min_length=1, max_length=256), NoNul]
+    new_password: NewPassword
+
+
+class DeleteAccount(SQLModel):
+    password: Annotated[str, StringConstraints(max_length=1024), NoNul] | None = None
+
+
+class Message(SQLModel):
+    message: str

@@ -1,28 +1,65 @@
-"""Accounts: registration, password login, and turning a verified token into a user row."""
+"""Accounts: registration, login, profile, passwords, deletion, and turning a verified token into a user."""
 
 from __future__ import annotations
 
-import logging
 import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
-from todo_api.auth.models import AuthResponse, User, UserPublic, UserRegister
+from todo_api.auth import sessions
+from todo_api.auth.models import (
+    AuthResponse,
+    AuthSession,
+    DeletedUser,
+    PasswordResetToken,
+    RevokedToken,
+    TokenPair,
+    User,
+    UserPublic,
+    UserRegister,
+    UserUpdate,
+)
+from todo_api.auth.sessions import ClientInfo
 from todo_api.config import Settings
 from todo_api.db import utcnow
-from todo_api.errors import Conflict, Unauthorized
-from todo_api.security import InvalidToken, create_access_token, decode_token, hash_password, verify_password
-
-logger = logging.getLogger(__name__)
+from todo_api.errors import BadRequest, Conflict, Unauthorized
+from todo_api.logs import audit
+from todo_api.metrics import get_metrics
+from todo_api.ratelimit import RateLimiter, TooManyRequests
+from todo_api.security import (
+    InvalidToken,
+    decode_token,
+    hash_password,
+    hash_token,
+    new_opaque_token,
+    verify_password,
+)
 
 INVALID_LOGIN = "Incorrect email or password"
 EMAIL_TAKEN = "Email already registered"
 EMAIL_BELONGS_TO_ANOTHER = "The email in this token belongs to another account"
+WRONG_CURRENT_PASSWORD = "Current password is incorrect"
+NO_PASSWORD = "This account has no password here; it signs in through Better Auth"
+INVALID_RESET = "Invalid or expired reset token"
+CONFIRM_WITH_PASSWORD = "Confirm the deletion with your current password"
 
 
-def register_user(session: Session, *, data: UserRegister, settings: Settings) -> User:
+@dataclass(frozen=True)
+class Principal:
+    """Who a request speaks for, and how it proved it."""
+
+    user: User
+    session_id: str | None  # our tokens are bound to a session; Better Auth's are not
+    token: str
+    expires_at: datetime | None
+
+
+def register_user(session: Session, *, data: UserRegister, client: ClientInfo, settings: Settings) -> AuthResponse:
     user = User(
         id=str(uuid.uuid4()),
         email=data.email,
@@ -31,50 +68,251 @@ def register_user(session: Session, *, data: UserRegister, settings: Settings) -
     )
     session.add(user)
     try:
+        # The unique index on email decides, also between two simultaneous sign-ups.
+        session.flush()
+    except IntegrityError:
+        session.rollback()
+        raise Conflict(EMAIL_TAKEN) from None
+    pair = sessions.start_session(session, user=user, client=client, settings=settings)
+    session.commit()
+    return _auth_response(user, pair, message="User registered successfully")
+
+
+def login(
+    session: Session,
+    *,
+    email: str,
+    password: str,
+    client: ClientInfo,
+    settings: Settings,
+    limiter: RateLimiter,
+) -> AuthResponse:
+    """Password login; failures for one email are counted from every IP and refused past the limit."""
+    logins = get_metrics().logins
+    try:
+        limiter.check(settings.RATE_LIMIT_LOGIN_PER_EMAIL, "login_failures", email)
+    except TooManyRequests:
+        logins.labels("rate_limited").inc()
+        raise
+    user = session.exec(select(User).where(User.email == email)).first()
+    password_hash = user.password_hash if user is not None else None
+    if not verify_password(password, password_hash, rounds=settings.BCRYPT_ROUNDS) or user is None:
+        limiter.record(settings.RATE_LIMIT_LOGIN_PER_EMAIL, "login_failures", email)
+        logins.labels("failure").inc()
+        audit("login_failed", user_id=user.id if user else None, ip=client.ip)
+        raise Unauthorized(INVALID_LOGIN)
+    pair = sessions.start_session(session, user=user, client=client, settings=settings)
+    session.commit()
+    logins.labels("success").inc()
+    audit("login_succeeded", user_id=user.id, ip=client.ip)
+    return _auth_response(user, pair, message="Login successful")
+
+
+def _auth_response(user: User, pair: TokenPair, *, message: str) -> AuthResponse:
+    return AuthResponse(
+        message=message,
+        user=UserPublic.model_validate(user),
+        access_token=pair.access_token,
+        refresh_token=pair.refresh_token,
+        expires_in=pair.expires_in,
+    )
+
+
+def update_profile(session: Session, *, user: User, data: UserUpdate) -> User:
+    changes = data.model_dump(exclude_unset=True)
+    if not changes:
+        return user
+    user.sqlmodel_update(changes)
+    user.updated_at = utcnow()
+    session.add(user)
+    try:
         session.commit()
     except IntegrityError:
-        # The unique index on email decides, also between two simultaneous sign-ups.
         session.rollback()
         raise Conflict(EMAIL_TAKEN) from None
     return user
 
 
-def authenticate(session: Session, *, email: str, password: str, settings: Settings) -> User:
-    user = session.exec(select(User).where(User.email == email)).first()
-    password_hash = user.password_hash if user is not None else None
-    if not verify_password(password, password_hash, rounds=settings.BCRYPT_ROUNDS) or user is None:
-        raise Unauthorized(INVALID_LOGIN)
-    return user
+def change_password(
+    session: Session,
+    *,
+    user: User,
+    current_password: str,
+    new_password: str,
+    client: ClientInfo,
+    settings: Settings,
+) -> AuthResponse:
+    """A wrong current password is a 400 (a typo must not log the user out); success ends every session."""
+    if user.password_hash is None:
+        raise BadRequest(NO_PASSWORD)
+    if not verify_password(current_password, user.password_hash, rounds=settings.BCRYPT_ROUNDS):
+        raise BadRequest(WRONG_CURRENT_PASSWORD)
+    _set_password(session, user=user, password=new_password, settings=settings)
+    pair = sessions.start_session(session, user=user, client=client, settings=settings)
+    session.commit()
+    audit("password_changed", user_id=user.id, via="change_password")
+    return _auth_response(user, pair, message="Password changed")
 
 
-def issue_access_token(user: User, *, settings: Settings) -> tuple[str, int]:
-    return create_access_token(subject=user.id, email=user.email, name=user.name, settings=settings)
+def _set_password(session: Session, *, user: User, password: str, settings: Settings) -> None:
+    """New hash; every session, token and outstanding reset link issued before now stops working."""
+    now = utcnow()
+    user.password_hash = hash_password(password, rounds=settings.BCRYPT_ROUNDS)
+    user.updated_at = now
+    sessions.end_all_sessions(session, user=user, now=now)
+    sessions.void_reset_tokens(session, user=user, now=now)
 
 
-def auth_response(user: User, *, message: str, settings: Settings) -> AuthResponse:
-    token, expires_in = issue_access_token(user, settings=settings)
-    return AuthResponse(
-        message=message,
-        user=UserPublic.model_validate(user),
-        access_token=token,
-        expires_in=expires_in,
+def create_reset_token(session: Session, *, email: str, settings: Settings) -> str | None:
+    """A single-use reset token for an account with a password, or None (the caller answers the same)."""
+    user = session.exec(select(User).where(User.email == email, col(User.password_hash).is_not(None))).first()
+    if user is None:
+        return None
+    token = new_opaque_token()
+    session.add(
+        PasswordResetToken(
+            user_id=user.id,
+            token_hash=hash_token(token),
+            expires_at=utcnow() + timedelta(seconds=settings.PASSWORD_RESET_EXPIRATION),
+        )
     )
+    session.commit()
+    return token
 
 
-def user_from_token(session: Session, *, token: str, settings: Settings) -> User:
-    """The user a valid token speaks for; anything not provably valid is Unauthorized."""
+def reset_password(session: Session, *, token: str, new_password: str, settings: Settings) -> None:
+    now = utcnow()
+    row = session.exec(
+        select(PasswordResetToken, User)
+        .join(User, col(User.id) == PasswordResetToken.user_id)
+        .where(PasswordResetToken.token_hash == hash_token(token))
+    ).first()
+    if row is None or row[0].used_at is not None or row[0].expires_at <= now:
+        raise BadRequest(INVALID_RESET)
+    reset, user = row
+    # Spend it in one conditional UPDATE: two racing uses cannot both succeed.
+    spent = session.execute(
+        update(PasswordResetToken)
+        .where(col(PasswordResetToken.id) == reset.id, col(PasswordResetToken.used_at).is_(None))
+        .values(used_at=now)
+    )
+    if spent.rowcount != 1:  # type: ignore[attr-defined]
+        session.rollback()
+        raise BadRequest(INVALID_RESET)
+    _set_password(session, user=user, password=new_password, settings=settings)
+    session.commit()
+    audit("password_changed", user_id=user.id, via="reset_password")
+
+
+def delete_account(session: Session, *, user: User, password: str | None, settings: Settings) -> None:
+    """Delete the user with their tasks and sessions; a local account must confirm with its password."""
+    if user.password_hash is not None and (
+        password is None or not verify_password(password, user.password_hash, rounds=settings.BCRYPT_ROUNDS)
+    ):
+        raise BadRequest(CONFIRM_WITH_PASSWORD)
+    user_id = user.id
+    session.execute(delete(User).where(col(User.id) == user_id))
+    session.merge(DeletedUser(id=user_id, deleted_at=utcnow()))
+    session.commit()
+    session.expunge_all()
+
+
+def logout(session: Session, *, principal: Principal, refresh_token: str | None) -> None:
+    """End the session of the token used (a Better Auth token: that token alone), and a named one."""
+    now = utcnow()
+    user = principal.user
+    session_ids = []
+    if principal.session_id is not None:
+        session_ids.append(principal.session_id)
+    else:
+        session.merge(
+            RevokedToken(
+                token_hash=hash_token(principal.token),
+                user_id=user.id,
+                expires_at=principal.expires_at or now + timedelta(days=1),
+            )
+        )
+        session.execute(delete(RevokedToken).where(col(RevokedToken.expires_at) < now))
+    if refresh_token is not None:
+        named = sessions.session_of_refresh_token(session, user=user, refresh_token=refresh_token)
+        if named is not None:
+            session_ids.append(named)
+    if session_ids:
+        session.execute(
+            update(AuthSession)
+            .where(col(AuthSession.id).in_(session_ids), col(AuthSession.revoked_at).is_(None))
+            .values(revoked_at=now)
+        )
+    session.commit()
+
+
+def logout_all(session: Session, *, user: User) -> None:
+    sessions.end_all_sessions(session, user=user)
+    session.commit()
+
+
+def principal_from_token(session: Session, *, token: str, settings: Settings) -> Principal:
+    """The user a valid, unrevoked token speaks for; anything not provably valid is Unauthorized."""
     try:
         claims = decode_token(token, settings=settings)
     except InvalidToken as exc:
-        logger.info("token rejected: %s", exc)
-        raise Unauthorized() from None
-    user = session.get(User, claims["sub"])
+        raise _rejected(str(exc)) from None
+    expires_at = _timestamp(claims.get("exp"))
     if claims.get("iss") == settings.JWT_ISSUER:
-        # One of ours: its user must still exist (a deleted account is never re-created).
+        # One of ours: its session must be live (one query for user and session); a deleted user is gone.
+        session_id = claims.get("sid")
+        user = (
+            session.exec(
+                select(User)
+                .join(AuthSession, col(AuthSession.user_id) == User.id)
+                .where(
+                    AuthSession.id == session_id,
+                    User.id == claims["sub"],
+                    col(AuthSession.revoked_at).is_(None),
+                )
+            ).first()
+            if isinstance(session_id, str)
+            else None
+        )
         if user is None:
-            raise Unauthorized()
-        return user
-    return _sync_external_user(session, user=user, user_id=claims["sub"], claims=claims)
+            raise _rejected("no_live_session")
+        return Principal(user=user, session_id=session_id, token=token, expires_at=expires_at)
+    user = _external_user(session, token=token, claims=claims)
+    return Principal(user=user, session_id=None, token=token, expires_at=expires_at)
+
+
+def _rejected(reason: str, detail: str | None = None) -> Unauthorized:
+    audit("token_rejected", reason=reason)
+    return Unauthorized(detail)
+
+
+def _timestamp(value: object) -> datetime | None:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value, UTC)
+    return None
+
+
+def _issued_after(claims: dict[str, Any], instant: datetime | None) -> bool:
+    """Whether the token was provably issued after the instant (whole-second `iat`: the same second is not)."""
+    if instant is None:
+        return True
+    issued = _timestamp(claims.get("iat"))
+    return issued is not None and issued > instant
+
+
+def _external_user(session: Session, *, token: str, claims: dict[str, Any]) -> User:
+    """A Better Auth user: refused if logged out, issued before logout-all, or deleted; else created/synced."""
+    if session.get(RevokedToken, hash_token(token)) is not None:
+        raise _rejected("logged_out")
+    user_id = claims["sub"]
+    user = session.get(User, user_id)
+    if user is not None and not _issued_after(claims, user.tokens_valid_after):
+        raise _rejected("issued_before_logout_all")
+    if user is None:
+        tombstone = session.get(DeletedUser, user_id)
+        if tombstone is not None and not _issued_after(claims, tombstone.deleted_at):
+            raise _rejected("account_deleted")
+    return _sync_external_user(session, user=user, user_id=user_id, claims=claims)
 
 
 def _claim_email(claims: dict[str, Any]) -> str | None:
@@ -109,7 +347,7 @@ def _sync_external_user(session: Session, *, user: User | None, user_id: str, cl
             owner = session.exec(select(User.id).where(User.email == email)).first()
         if owner is not None and owner != user_id:
             session.rollback()
-            raise Unauthorized(EMAIL_BELONGS_TO_ANOTHER)
+            raise _rejected("email_of_another_account", EMAIL_BELONGS_TO_ANOTHER)
     session.add(user)
     try:
         session.commit()
@@ -118,6 +356,6 @@ def _sync_external_user(session: Session, *, user: User | None, user_id: str, cl
         session.rollback()
         existing = session.get(User, user_id)
         if existing is None or (email is not None and existing.email != email):
-            raise Unauthorized(EMAIL_BELONGS_TO_ANOTHER) from None
+            raise _rejected("email_of_another_account", EMAIL_BELONGS_TO_ANOTHER) from None
         return existing
     return user
