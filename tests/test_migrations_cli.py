@@ -133,7 +133,9 @@ def test_cli_serve_migrates_and_serves(tmp_path: Path) -> None:
     assert process.returncode in (0, -signal.SIGTERM)
 
 
-def test_cli_requires_a_command() -> None:
-    result = subprocess.run([sys.executable, "-m", "todo_api"], capture_output=True, text=True, timeout=60)
+def test_cli_requires_a_command(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "todo_api"], cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 2
     assert "serve" in result.stderr

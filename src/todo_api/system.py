@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from todo_api import __version__
+from todo_api.errors import error_responses
 from todo_api.metrics import get_metrics
 
 router = APIRouter(tags=["system"])
@@ -24,7 +25,7 @@ def health() -> dict[str, str]:
     return {"status": "healthy"}
 
 
-@router.get("/health/ready", responses={503: {"description": "The database does not answer"}})
+@router.get("/health/ready", responses=error_responses(503))
 def ready(request: Request) -> Any:
     """Readiness: the database answers a trivial query."""
     try:

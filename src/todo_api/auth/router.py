@@ -31,7 +31,7 @@ from todo_api.auth.models import (
 )
 from todo_api.config import SettingsDep
 from todo_api.db import SessionDep
-from todo_api.errors import Unauthorized
+from todo_api.errors import Unauthorized, error_responses
 from todo_api.ratelimit import rate_limit
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
@@ -44,12 +44,18 @@ FORGOT_PASSWORD_ANSWER = "If an account with a password exists for this email, a
     response_model=AuthResponse,
     status_code=status.HTTP_201_CREATED,
     dependencies=[Depends(rate_limit("RATE_LIMIT_REGISTER"))],
+    responses=error_responses(400, 409, 413, 422, 429, 503),
 )
 def register(session: SessionDep, settings: SettingsDep, client: Client, data: UserRegister) -> AuthResponse:
     return service.register_user(session, data=data, client=client, settings=settings)
 
 
-@router.post("/login", response_model=AuthResponse, dependencies=[Depends(rate_limit("RATE_LIMIT_LOGIN"))])
+@router.post(
+    "/login",
+    response_model=AuthResponse,
+    dependencies=[Depends(rate_limit("RATE_LIMIT_LOGIN"))],
+    responses=error_responses(400, 401, 413, 422, 429, 503),
+)
 def login(
     session: SessionDep, settings: SettingsDep, client: Client, limiter: Limiter, data: UserLogin
 ) -> AuthResponse:
@@ -58,7 +64,12 @@ def login(
     )
 
 
-@router.post("/token", response_model=Token, dependencies=[Depends(rate_limit("RATE_LIMIT_TOKEN"))])
+@router.post(
+    "/token",
+    response_model=Token,
+    dependencies=[Depends(rate_limit("RATE_LIMIT_TOKEN"))],
+    responses=error_responses(400, 401, 413, 422, 429, 503),
+)
 def token(
     session: SessionDep,
     settings: SettingsDep,
@@ -82,24 +93,36 @@ def token(
     return Token(access_token=answer.access_token)
 
 
-@router.post("/refresh", response_model=TokenPair, dependencies=[Depends(rate_limit("RATE_LIMIT_REFRESH"))])
+@router.post(
+    "/refresh",
+    response_model=TokenPair,
+    dependencies=[Depends(rate_limit("RATE_LIMIT_REFRESH"))],
+    responses=error_responses(400, 401, 413, 422, 429, 503),
+)
 def refresh(session: SessionDep, settings: SettingsDep, data: RefreshRequest) -> TokenPair:
     return sessions.refresh(session, refresh_token=data.refresh_token, settings=settings)
 
 
-@router.post("/logout", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+@router.post(
+    "/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(400, 401, 413, 422, 503),
+)
 def logout(
     session: SessionDep, principal: CurrentPrincipal, data: Annotated[LogoutRequest | None, Body()] = None
 ) -> None:
     service.logout(session, principal=principal, refresh_token=data.refresh_token if data else None)
 
 
-@router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+@router.post(
+    "/logout-all", status_code=status.HTTP_204_NO_CONTENT, response_class=Response, responses=error_responses(401, 503)
+)
 def logout_all(session: SessionDep, user: CurrentUser) -> None:
     service.logout_all(session, user=user)
 
 
-@router.get("/sessions", response_model=list[SessionPublic])
+@router.get("/sessions", response_model=list[SessionPublic], responses=error_responses(401, 503))
 def list_sessions(session: SessionDep, principal: CurrentPrincipal) -> list[SessionPublic]:
     return [
         SessionPublic.model_validate(row, update={"current": row.id == principal.session_id})
@@ -107,22 +130,32 @@ def list_sessions(session: SessionDep, principal: CurrentPrincipal) -> list[Sess
     ]
 
 
-@router.delete("/sessions/{session_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+@router.delete(
+    "/sessions/{session_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(401, 404, 503),
+)
 def revoke_session(session: SessionDep, user: CurrentUser, session_id: str) -> None:
     sessions.revoke_session(session, user=user, session_id=session_id)
 
 
-@router.get("/me", response_model=UserPublic)
+@router.get("/me", response_model=UserPublic, responses=error_responses(401, 503))
 def me(user: CurrentUser) -> User:
     return user
 
 
-@router.patch("/me", response_model=UserPublic)
+@router.patch("/me", response_model=UserPublic, responses=error_responses(400, 401, 409, 413, 422, 503))
 def update_me(session: SessionDep, user: CurrentUser, data: UserUpdate) -> User:
     return service.update_profile(session, user=user, data=data)
 
 
-@router.delete("/me", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+@router.delete(
+    "/me",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=error_responses(400, 401, 413, 422, 503),
+)
 def delete_me(
     session: SessionDep,
     settings: SettingsDep,
@@ -133,7 +166,7 @@ def delete_me(
     service.delete_account(session, user=user, password=data.password if data else None, settings=settings)
 
 
-@router.post("/change-password", response_model=AuthResponse)
+@router.post("/change-password", response_model=AuthResponse, responses=error_responses(400, 401, 413, 422, 503))
 def change_password(
     session: SessionDep, settings: SettingsDep, user: CurrentUser, client: Client, data: ChangePassword
 ) -> AuthResponse:
@@ -152,6 +185,7 @@ def change_password(
     response_model=Message,
     status_code=status.HTTP_202_ACCEPTED,
     dependencies=[Depends(rate_limit("RATE_LIMIT_FORGOT_PASSWORD"))],
+    responses=error_responses(400, 413, 422, 429, 503),
 )
 def forgot_password(
     session: SessionDep,
@@ -173,6 +207,7 @@ def forgot_password(
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
     dependencies=[Depends(rate_limit("RATE_LIMIT_RESET_PASSWORD"))],
+    responses=error_responses(400, 413, 422, 429, 503),
 )
 def reset_password(session: SessionDep, settings: SettingsDep, data: ResetPassword) -> None:
     service.reset_password(session, token=data.token, new_password=data.new_password, settings=settings)

@@ -13,7 +13,9 @@ from todo_api.errors import error_responses
 from todo_api.tasks import service
 from todo_api.tasks.models import Task, TaskCompletion, TaskCreate, TaskPublic, TaskUpdate
 
-router = APIRouter(prefix="/api/{user_id}/tasks", tags=["tasks"], responses=error_responses(401, 404, 413, 422, 503))
+router = APIRouter(
+    prefix="/api/{user_id}/tasks", tags=["tasks"], responses=error_responses(400, 401, 404, 413, 422, 503)
+)
 
 
 @router.get("", response_model=list[TaskPublic])
