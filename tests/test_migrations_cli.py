@@ -50,7 +50,11 @@ def test_upgrade_downgrade_upgrade(scratch_database_url: str) -> None:
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "BETTER_AUTH", "ENVIRONMENT"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_URL", "BETTER_AUTH", "ENVIRONMENT"))
+    }
     env.update({"DATABASE_URL": f"sqlite:///{tmp_path / 'cli.db'}", "LOG_LEVEL": "WARNING"}, **extra)
     return env
 

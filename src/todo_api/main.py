@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from todo_api import __version__, system
+from todo_api.auth.better_auth import BetterAuth
 from todo_api.auth.router import router as auth_router
 from todo_api.config import Settings, get_settings
 from todo_api.db import build_engine
@@ -24,11 +25,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     logging.basicConfig(level=settings.LOG_LEVEL.upper(), format="%(levelname)s %(name)s: %(message)s")
     engine = build_engine(settings)
+    better_auth = BetterAuth.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         engine.dispose()
+        better_auth.close()
 
     app = FastAPI(
         title="Todo API",
@@ -38,6 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.better_auth = better_auth
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.CORS_ORIGINS,

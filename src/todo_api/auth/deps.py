@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
+from todo_api.auth.better_auth import BetterAuth
 from todo_api.auth.models import User
 from todo_api.auth.service import user_from_token
 from todo_api.config import SettingsDep
@@ -19,12 +20,20 @@ bearer_token = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False
 TASK_NOT_FOUND = "Task not found"
 
 
+def _better_auth(request: Request) -> BetterAuth:
+    better_auth: BetterAuth = request.app.state.better_auth
+    return better_auth
+
+
 def get_current_user(
-    session: SessionDep, settings: SettingsDep, token: Annotated[str | None, Depends(bearer_token)]
+    session: SessionDep,
+    settings: SettingsDep,
+    better_auth: Annotated[BetterAuth, Depends(_better_auth)],
+    token: Annotated[str | None, Depends(bearer_token)],
 ) -> User:
     if not token:
         raise Unauthorized("Not authenticated")
-    return user_from_token(session, token=token, settings=settings)
+    return user_from_token(session, token=token, settings=settings, better_auth=better_auth)
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from todo_api.auth.better_auth import BetterAuth, TokenKind, token_kind
 from todo_api.auth.models import AuthResponse, User, UserPublic, UserRegister
 from todo_api.config import Settings
 from todo_api.db import utcnow
@@ -61,8 +62,18 @@ def auth_response(user: User, *, message: str, settings: Settings) -> AuthRespon
     )
 
 
-def user_from_token(session: Session, *, token: str, settings: Settings) -> User:
-    """The user a valid token speaks for; anything not provably valid is Unauthorized."""
+def user_from_token(session: Session, *, token: str, settings: Settings, better_auth: BetterAuth) -> User:
+    """The user a valid token speaks for; anything not provably valid is Unauthorized.
+
+    A JWT naming HS256 is judged with the shared secret (ours, or a frontend's); any other JWT only against
+    the frontend's JWKS; anything else is a Better Auth session token. Better Auth users all go through
+    `_sync_external_user`, whichever way they arrive.
+    """
+    kind = token_kind(token)
+    if kind is not TokenKind.SHARED_SECRET:
+        claims = _better_auth_claims(session, token=token, kind=kind, better_auth=better_auth)
+        user_id = claims["sub"]
+        return _sync_external_user(session, user=session.get(User, user_id), user_id=user_id, claims=claims)
     try:
         claims = decode_token(token, settings=settings)
     except InvalidToken as exc:
@@ -75,6 +86,18 @@ def user_from_token(session: Session, *, token: str, settings: Settings) -> User
             raise Unauthorized()
         return user
     return _sync_external_user(session, user=user, user_id=claims["sub"], claims=claims)
+
+
+def _better_auth_claims(
+    session: Session, *, token: str, kind: TokenKind, better_auth: BetterAuth
+) -> dict[str, Any]:
+    try:
+        if kind is TokenKind.SESSION:
+            return better_auth.session_claims(session, token)
+        return better_auth.decode_jwt(token)
+    except InvalidToken as exc:
+        logger.info("Better Auth %s token rejected: %s", kind.value, exc)
+        raise Unauthorized() from None
 
 
 def _claim_email(claims: dict[str, Any]) -> str | None:
