@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
@@ -524,6 +525,15 @@ def test_keys_named_by_the_token_are_never_used(
         assert attacker.fetches == 0
     finally:
         attacker.stop()
+
+
+def test_short_rsa_keys_are_refused(client: TestClient, jwks_server: JWKSServer) -> None:
+    weak = SigningKey(kid="weak", alg="RS256", private_key=rsa.generate_private_key(65537, key_size=1024))
+    jwks_server.keys = [weak]
+    with pytest.warns(jwt.InsecureKeyLengthWarning):  # PyJWT signs with it, grudgingly
+        token = token_for(jwks_server, weak)
+
+    assert_unauthorized(me(client, token))
 
 
 def test_a_key_the_frontend_never_listed_cannot_sign_for_a_listed_kid(

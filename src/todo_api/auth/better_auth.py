@@ -221,7 +221,8 @@ class BetterAuth:
                 issuer=settings.BETTER_AUTH_ISSUER,
                 audience=settings.BETTER_AUTH_AUDIENCE,
                 leeway=settings.JWT_LEEWAY,
-                options={"require": ["exp", "sub", "iss", "aud"]},
+                # RSA keys under 2048 bits are refused, not merely warned about.
+                options={"require": ["exp", "sub", "iss", "aud"], "enforce_minimum_key_length": True},
             )
         except jwt.PyJWTError as exc:
             raise InvalidToken(type(exc).__name__) from exc
@@ -251,7 +252,7 @@ class BetterAuth:
             if isinstance(exc, OperationalError) and "no such table" not in str(exc):
                 raise  # the database is down: a 503, not the client's fault
             logger.error("Better Auth's session/user tables are missing: check BETTER_AUTH_DATABASE_URL")
-            session.rollback()
+            session.rollback()  # in our own database, the failed statement spoiled the transaction
             raise InvalidToken("no Better Auth tables") from None
         if row is None:
             raise InvalidToken("unknown session")
@@ -299,7 +300,7 @@ def _timestamp(value: object) -> datetime | None:
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value
     try:
         if isinstance(value, str):
-            parsed = datetime.fromisoformat(value.strip().replace(" ", "T", 1))
+            parsed = datetime.fromisoformat(value.strip())
             return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
         if isinstance(value, int | float) and not isinstance(value, bool):
             seconds = value / 1000 if value > 10**11 else value
