@@ -121,7 +121,7 @@ def test_auth_events_are_logged(client: TestClient, users: UserFactory, caplog: 
     caplog.set_level(logging.INFO, logger="todo_api.audit")
     client.post("/api/auth/login", json={"email": user.email, "password": user.password})
     client.post("/api/auth/login", json={"email": user.email, "password": "not the password"})
-    client.get("/api/auth/me", headers={"Authorization": "Bearer garbage"})
+    client.get("/api/auth/me", headers={"Authorization": "Bearer not.a.jwt"})
     client.post(
         "/api/auth/change-password",
         headers=user.headers,

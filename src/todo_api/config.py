@@ -8,21 +8,41 @@ import secrets
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 logger = logging.getLogger(__name__)
 
 DEV_SECRET_FILE = Path(".better_auth_secret")
 MIN_SECRET_LENGTH = 32
+# What Better Auth's jwt plugin can sign with (EdDSA is Ed25519, its default).
+BETTER_AUTH_ALGORITHMS = ("EdDSA", "ES256", "ES512", "PS256", "RS256")
+BETTER_AUTH_JWKS_PATH = "/api/auth/jwks"
+MAX_JWT_LEEWAY = 300
 
 
 def _split_csv(value: Any) -> Any:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
     return value
+
+
+def _http_url(value: str, name: str) -> str:
+    """An http(s) URL without trailing slashes ("" stays "": not configured)."""
+    value = value.strip().rstrip("/")
+    if value:
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError(f"{name} must be an http:// or https:// URL")
+    return value
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def normalize_database_url(url: str) -> str:
@@ -55,6 +75,7 @@ class Settings(BaseSettings):
     DB_POOL_PRE_PING: bool = True
     DB_POOL_RECYCLE: int = 300
     BCRYPT_ROUNDS: int = Field(default=12, ge=4, le=31)
+    JWT_LEEWAY: int = Field(default=30, ge=0, le=MAX_JWT_LEEWAY)
 
     # Hostile input and HTTP hygiene.
     MAX_BODY_BYTES: int = Field(default=1048576, ge=1024)
@@ -91,7 +112,25 @@ class Settings(BaseSettings):
     RATE_LIMIT_KEY_PREFIX: str = "todo-api"
     TRUSTED_PROXIES: Annotated[list[str], NoDecode] = Field(default=[])
 
-    @field_validator("CORS_ORIGINS", "TRUSTED_PROXIES", mode="before")
+    # A Better Auth frontend's own tokens (see README "Using it with a Better Auth frontend").
+    BETTER_AUTH_URL: str = ""
+    BETTER_AUTH_JWKS_URL: str = ""
+    BETTER_AUTH_ISSUER: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    BETTER_AUTH_AUDIENCE: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    BETTER_AUTH_ALGORITHMS: Annotated[list[str], NoDecode] = Field(default_factory=lambda: list(BETTER_AUTH_ALGORITHMS))
+    BETTER_AUTH_JWKS_CACHE_SECONDS: int = Field(default=300, ge=1)
+    BETTER_AUTH_SESSION_LOOKUP: bool = False
+    BETTER_AUTH_DATABASE_URL: str = Field(default="", repr=False)
+    BETTER_AUTH_REQUIRE_SIGNED_SESSION: bool = False
+
+    @field_validator(
+        "CORS_ORIGINS",
+        "TRUSTED_PROXIES",
+        "BETTER_AUTH_ISSUER",
+        "BETTER_AUTH_AUDIENCE",
+        "BETTER_AUTH_ALGORITHMS",
+        mode="before",
+    )
     @classmethod
     def _parse_lists(cls, value: Any) -> Any:
         return _split_csv(value)
@@ -132,12 +171,47 @@ class Settings(BaseSettings):
     def _normalize_url(cls, value: str) -> str:
         return normalize_database_url(value)
 
+    @field_validator("BETTER_AUTH_DATABASE_URL")
+    @classmethod
+    def _normalize_better_auth_db(cls, value: str) -> str:
+        return normalize_database_url(value) if value.strip() else ""
+
+    @field_validator("BETTER_AUTH_URL", "BETTER_AUTH_JWKS_URL")
+    @classmethod
+    def _check_http_url(cls, value: str, info: ValidationInfo) -> str:
+        return _http_url(value, str(info.field_name))
+
+    @field_validator("BETTER_AUTH_ALGORITHMS")
+    @classmethod
+    def _known_algorithms(cls, value: list[str]) -> list[str]:
+        unknown = [alg for alg in value if alg not in BETTER_AUTH_ALGORITHMS]
+        if unknown or not value:
+            raise ValueError(f"BETTER_AUTH_ALGORITHMS must be some of {', '.join(BETTER_AUTH_ALGORITHMS)}")
+        return value
+
     @field_validator("JWT_ALGORITHM")
     @classmethod
     def _only_hs256(cls, value: str) -> str:
         if value != "HS256":
             raise ValueError("only HS256 is supported for tokens signed with BETTER_AUTH_SECRET")
         return value
+
+    @model_validator(mode="after")
+    def _better_auth_defaults(self) -> Settings:
+        """The JWKS URL, issuer and audience follow from BETTER_AUTH_URL unless given explicitly."""
+        if self.BETTER_AUTH_URL:
+            default_jwks_url = self.BETTER_AUTH_URL + BETTER_AUTH_JWKS_PATH
+            self.BETTER_AUTH_JWKS_URL = self.BETTER_AUTH_JWKS_URL or default_jwks_url
+            origin = _origin(self.BETTER_AUTH_URL)
+            self.BETTER_AUTH_ISSUER = self.BETTER_AUTH_ISSUER or [origin]
+            self.BETTER_AUTH_AUDIENCE = self.BETTER_AUTH_AUDIENCE or [origin]
+        elif self.BETTER_AUTH_JWKS_URL and not (self.BETTER_AUTH_ISSUER and self.BETTER_AUTH_AUDIENCE):
+            raise ValueError(
+                "BETTER_AUTH_JWKS_URL without BETTER_AUTH_URL needs both BETTER_AUTH_ISSUER and BETTER_AUTH_AUDIENCE"
+            )
+        if self.BETTER_AUTH_DATABASE_URL == self.DATABASE_URL:
+            self.BETTER_AUTH_DATABASE_URL = ""
+        return self
 
     @model_validator(mode="after")
     def _check_secret(self) -> Settings:

@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from todo_api import __version__, system
+from todo_api.auth.better_auth import BetterAuth
 from todo_api.auth.router import router as auth_router
 from todo_api.config import Settings, get_settings
 from todo_api.db import build_engine
@@ -33,11 +34,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings.LOG_LEVEL)
     engine = build_engine(settings)
+    better_auth = BetterAuth.from_settings(settings)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         engine.dispose()
+        better_auth.close()
 
     docs = settings.docs_enabled
     app = FastAPI(
@@ -53,6 +56,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.rate_limiter = RateLimiter(settings)
+    app.state.better_auth = better_auth
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.CORS_ORIGINS,

@@ -95,11 +95,17 @@ def decode_token(token: str, *, settings: Settings) -> dict[str, Any]:
             token,
             settings.BETTER_AUTH_SECRET,
             algorithms=[settings.JWT_ALGORITHM],
+            leeway=settings.JWT_LEEWAY,
             options={"require": ["exp", "sub"], "verify_aud": False},
         )
     except jwt.PyJWTError as exc:
         raise InvalidToken(type(exc).__name__) from exc
+    check_subject(claims)
+    return claims
+
+
+def check_subject(claims: dict[str, Any]) -> None:
+    """`sub` becomes a users.id: a non-blank string of at most 255 characters."""
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject.strip() or len(subject) > 255:
         raise InvalidToken("bad subject")
-    return claims

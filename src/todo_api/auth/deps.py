@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
+from todo_api.auth.better_auth import BetterAuth
 from todo_api.auth.models import User
 from todo_api.auth.service import Principal, principal_from_token
 from todo_api.auth.sessions import ClientInfo
@@ -22,14 +23,23 @@ TASK_NOT_FOUND = "Task not found"
 MAX_TOKEN_LENGTH = 8192
 
 
+def _better_auth(request: Request) -> BetterAuth:
+    better_auth: BetterAuth = request.app.state.better_auth
+    return better_auth
+
+
 def get_principal(
-    request: Request, session: SessionDep, settings: SettingsDep, token: Annotated[str | None, Depends(bearer_token)]
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    better_auth: Annotated[BetterAuth, Depends(_better_auth)],
+    token: Annotated[str | None, Depends(bearer_token)],
 ) -> Principal:
     if not token:
         raise Unauthorized("Not authenticated")
     if len(token) > MAX_TOKEN_LENGTH:  # refused before any parsing
         raise Unauthorized()
-    principal = principal_from_token(session, token=token, settings=settings)
+    principal = principal_from_token(session, token=token, settings=settings, better_auth=better_auth)
     request.state.user_id = principal.user.id  # for the access log
     return principal
 

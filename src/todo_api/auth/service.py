@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from todo_api.auth import sessions
+from todo_api.auth.better_auth import BetterAuth, TokenKind, token_kind
 from todo_api.auth.models import (
     AuthResponse,
     AuthSession,
@@ -251,34 +252,40 @@ def logout_all(session: Session, *, user: User) -> None:
     session.commit()
 
 
-def principal_from_token(session: Session, *, token: str, settings: Settings) -> Principal:
-    """The user a valid, unrevoked token speaks for; anything not provably valid is Unauthorized."""
-    try:
-        claims = decode_token(token, settings=settings)
-    except InvalidToken as exc:
-        raise _rejected(str(exc)) from None
-    expires_at = _timestamp(claims.get("exp"))
-    if claims.get("iss") == settings.JWT_ISSUER:
-        # One of ours: its session must be live (one query for user and session); a deleted user is gone.
-        session_id = claims.get("sid")
-        user = (
-            session.exec(
-                select(User)
-                .join(AuthSession, col(AuthSession.user_id) == User.id)
-                .where(
-                    AuthSession.id == session_id,
-                    User.id == claims["sub"],
-                    col(AuthSession.revoked_at).is_(None),
-                )
-            ).first()
-            if isinstance(session_id, str)
-            else None
-        )
-        if user is None:
-            raise _rejected("no_live_session")
-        return Principal(user=user, session_id=session_id, token=token, expires_at=expires_at)
+def principal_from_token(session: Session, *, token: str, settings: Settings, better_auth: BetterAuth) -> Principal:
+    """The user a valid, unrevoked token speaks for; anything not provably valid is Unauthorized.
+
+    A JWT naming HS256 is judged with the shared secret (ours, or a frontend's); any other JWT only against the
+    frontend's JWKS; anything else is a Better Auth session token. Better Auth users all go through
+    `_external_user`, whichever way they arrive.
+    """
+    kind = token_kind(token)
+    if kind is TokenKind.SHARED_SECRET:
+        try:
+            claims = decode_token(token, settings=settings)
+        except InvalidToken as exc:
+            raise _rejected(str(exc)) from None
+        if claims.get("iss") == settings.JWT_ISSUER:
+            return _local_principal(session, token=token, claims=claims)
+    else:
+        claims = _better_auth_claims(session, token=token, kind=kind, better_auth=better_auth)
     user = _external_user(session, token=token, claims=claims)
-    return Principal(user=user, session_id=None, token=token, expires_at=expires_at)
+    return Principal(user=user, session_id=None, token=token, expires_at=_timestamp(claims.get("exp")))
+
+
+def _local_principal(session: Session, *, token: str, claims: dict[str, Any]) -> Principal:
+    """One of ours: its session must be live (one query for user and session); a deleted user is gone."""
+    session_id = claims.get("sid")
+    if not isinstance(session_id, str):
+        raise _rejected("no_session_id")
+    user = session.exec(
+        select(User)
+        .join(AuthSession, col(AuthSession.user_id) == User.id)
+        .where(AuthSession.id == session_id, User.id == claims["sub"], col(AuthSession.revoked_at).is_(None))
+    ).first()
+    if user is None:
+        raise _rejected("no_live_session")
+    return Principal(user=user, session_id=session_id, token=token, expires_at=_timestamp(claims.get("exp")))
 
 
 def _rejected(reason: str, detail: str | None = None) -> Unauthorized:
@@ -313,6 +320,15 @@ def _external_user(session: Session, *, token: str, claims: dict[str, Any]) -> U
         if tombstone is not None and not _issued_after(claims, tombstone.deleted_at):
             raise _rejected("account_deleted")
     return _sync_external_user(session, user=user, user_id=user_id, claims=claims)
+
+
+def _better_auth_claims(session: Session, *, token: str, kind: TokenKind, better_auth: BetterAuth) -> dict[str, Any]:
+    try:
+        if kind is TokenKind.SESSION:
+            return better_auth.session_claims(session, token)
+        return better_auth.decode_jwt(token)
+    except InvalidToken as exc:
+        raise _rejected(f"{kind.value}: {exc}") from None
 
 
 def _claim_email(claims: dict[str, Any]) -> str | None:
