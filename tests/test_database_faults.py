@@ -1,0 +1,231 @@
+"""Database faults, for real: a private PostgreSQL is stopped, stopped and broken.
+
+Never the shared server the rest of the suite uses: the cluster is `initdb`-ed into a temporary folder, run as the
+`postgres` user, on its own loopback port, with fsync on. The apps here commit for real (no rolled-back session).
+Durations are measured and reported at the end of the run; the only timing rule asserted is "no hung request":
+every answer comes within the configured timeouts plus a generous margin.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg2
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import make_settings
+from tests.factories import PASSWORD, RegisteredUser, UserFactory, unique_email
+from todo_api.main import create_app
+from todo_api.migrations import upgrade
+
+PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
+# initdb and postgres refuse to run as root.
+AS_POSTGRES = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+UNAVAILABLE = {"detail": "Service temporarily unavailable, please retry"}
+# "No hung request": an answer may take the configured timeouts plus this much.
+MARGIN = 5.0
+
+pytestmark = pytest.mark.skipif(
+    not (PG_BIN / "initdb").exists(), reason=f"PostgreSQL server binaries not found in {PG_BIN} (set PG_BIN)"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster: its own folder, its own port, stopped and started at will."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.data = root / "data"
+        self.port = _free_port()
+        self.url = f"postgresql://root@127.0.0.1:{self.port}/todo"
+
+    def _pg(self, program: str, *args: str) -> None:
+        subprocess.run(
+            [*AS_POSTGRES, str(PG_BIN / program), *args], check=True, capture_output=True, cwd=self.root, timeout=60
+        )
+
+    def create(self) -> None:
+        # --no-sync only skips flushing initdb's own files; the server below runs with fsync on.
+        self._pg("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
+        self.start()
+        admin = psycopg2.connect(host="127.0.0.1", port=self.port, user="postgres", dbname="postgres")
+        admin.autocommit = True
+        with admin.cursor() as cursor:
+            cursor.execute("CREATE ROLE root SUPERUSER LOGIN")
+            cursor.execute("CREATE DATABASE todo OWNER root")
+        admin.close()
+        upgrade(self.url)
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=on -c synchronous_commit=on"
+        self._pg("pg_ctl", "start", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-o", options)
+
+    def stop(self, mode: str = "fast") -> None:
+        self._pg("pg_ctl", "stop", "-D", str(self.data), "-m", mode, "-w")
+
+    def kill(self) -> None:
+        """Crash-stop: every server process quits at once, no checkpoint; the next start replays the WAL."""
+        self.stop("immediate")
+
+    @property
+    def running(self) -> bool:
+        status = subprocess.run(
+            [*AS_POSTGRES, str(PG_BIN / "pg_ctl"), "status", "-D", str(self.data)], capture_output=True, timeout=30
+        )
+        return status.returncode == 0
+
+    def connect(self) -> Any:
+        return psycopg2.connect(host="127.0.0.1", port=self.port, user="root", dbname="todo")
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Runs one statement in its own committed transaction (behind the app's back) and returns its rows."""
+        connection = self.connect()
+        try:
+            with connection, connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchall() if cursor.description else []
+        finally:
+            connection.close()
+
+
+@pytest.fixture(scope="session")
+def private_postgres() -> Iterator[PrivatePostgres]:
+    root = Path(tempfile.mkdtemp(prefix="todo-pg-"))
+    if AS_POSTGRES:
+        shutil.chown(root, "postgres", "postgres")
+    cluster = PrivatePostgres(root)
+    try:
+        cluster.create()
+        yield cluster
+    finally:
+        if (cluster.data / "postmaster.pid").exists():
+            cluster.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def pg(private_postgres: PrivatePostgres) -> PrivatePostgres:
+    """The private cluster, running (a previous test may have left it stopped by failing half-way)."""
+    if not private_postgres.running:
+        private_postgres.start()
+    return private_postgres
+
+
+@pytest.fixture
+def figures(record_property: Callable[[str, object], None]) -> Callable[[str, str], None]:
+    """Records a measured figure; the run prints them all at the end."""
+    return lambda name, value: record_property("figure", f"{name}: {value}")
+
+
+def timed(call: Callable[[], httpx.Response]) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = call()
+    return response, time.monotonic() - started
+
+
+def assert_unavailable(response: httpx.Response, name: str = "") -> None:
+    assert response.status_code == 503, (name, response.status_code, response.text)
+    assert response.json() == UNAVAILABLE
+    assert response.headers["retry-after"] == "5"
+
+
+def register(client: TestClient | httpx.Client) -> RegisteredUser:
+    return UserFactory(client).create()  # type: ignore[arg-type]  # any client with .post
+
+
+def routes_needing_the_database(
+    client: TestClient, user: RegisteredUser, task_id: int
+) -> dict[str, Callable[[], httpx.Response]]:
+    headers = user.headers
+    return {
+        "register": lambda: client.post(
+            "/api/auth/register", json={"name": "Late", "email": unique_email(), "password": PASSWORD}
+        ),
+        "login": lambda: client.post("/api/auth/login", json={"email": user.email, "password": PASSWORD}),
+        "token": lambda: client.post("/api/auth/token", data={"username": user.email, "password": PASSWORD}),
+        "me": lambda: client.get("/api/auth/me", headers=headers),
+        "list": lambda: client.get("/api/me/tasks", headers=headers),
+        "create": lambda: client.post("/api/me/tasks", json={"title": "during the outage"}, headers=headers),
+        "get": lambda: client.get(f"/api/me/tasks/{task_id}", headers=headers),
+        "put": lambda: client.put(f"/api/me/tasks/{task_id}", json={"title": "renamed"}, headers=headers),
+        "patch": lambda: client.patch(f"/api/me/tasks/{task_id}", json={"priority": "high"}, headers=headers),
+        "complete": lambda: client.patch(f"/api/me/tasks/{task_id}/complete", headers=headers),
+        "delete": lambda: client.delete(f"/api/me/tasks/{task_id}", headers=headers),
+    }
+
+
+def test_database_stopped_answers_503_everywhere_then_recovers_without_restart(
+    pg: PrivatePostgres, figures: Callable[[str, str], None]
+) -> None:
+    settings = make_settings(pg.url)
+    limit = MARGIN  # a stopped server refuses at once: nothing to wait for
+    with TestClient(create_app(settings)) as client:
+        user = register(client)
+        task = client.post("/api/me/tasks", json={"title": "before the outage"}, headers=user.headers).json()
+        pg.stop("fast")
+        try:
+            durations = []
+            for name, call in routes_needing_the_database(client, user, task["id"]).items():
+                response, seconds = timed(call)
+                assert_unavailable(response, name)  # /me included: a 503, never a 401
+                assert seconds < limit, (name, seconds)
+                durations.append(seconds)
+            assert client.get("/health").json() == {"status": "healthy"}
+            ready = client.get("/health/ready")
+            assert ready.status_code == 503
+            assert ready.headers["retry-after"] == "5"
+        finally:
+            pg.start()
+        # The very next request succeeds, on every route, with the same app (pooled connections replaced).
+        response, recovery = timed(lambda: client.get(f"/api/me/tasks/{task['id']}", headers=user.headers))
+        assert response.status_code == 200, response.text
+        assert response.json()["title"] == "before the outage"
+        expected = {"register": 201, "create": 201, "delete": 204}
+        for name, call in routes_needing_the_database(client, user, task["id"]).items():
+            response = call()
+            assert response.status_code == expected.get(name, 200), (name, response.text)
+        assert client.get("/health/ready").status_code == 200
+    figures("stopped: answers", f"{len(durations)}/{len(durations)} routes 503, slowest {max(durations):.3f} s")
+    figures("stopped: first request after start", f"200 in {recovery:.3f} s, no restart; then every route 2xx")
+
+
+def test_without_pre_ping_a_dropped_connection_costs_one_503_and_is_replaced(pg: PrivatePostgres) -> None:
+    settings = make_settings(pg.url, DB_POOL_PRE_PING=False, DB_POOL_SIZE=1, DB_MAX_OVERFLOW=0)
+    with TestClient(create_app(settings)) as client:
+        user = register(client)
+        pg.stop("fast")
+        pg.start()
+        # The pooled connection is dead and nothing checks it first: the request that finds out gets a 503,
+        # and the invalidated connection is replaced for the next one.
+        assert_unavailable(client.get("/api/me/tasks", headers=user.headers))
+        assert client.get("/api/me/tasks", headers=user.headers).status_code == 200
+
+
+def test_a_genuine_database_bug_is_still_a_500(pg: PrivatePostgres) -> None:
+    settings = make_settings(pg.url)
+    with TestClient(create_app(settings), raise_server_exceptions=False) as client:
+        user = register(client)
+        pg.query("ALTER TABLE tasks RENAME COLUMN title TO renamed_title")  # schema drift
+        try:
+            response = client.get("/api/me/tasks", headers=user.headers)  # ProgrammingError: no such column
+        finally:
+            pg.query("ALTER TABLE tasks RENAME COLUMN renamed_title TO title")
+    assert response.status_code == 500
+    assert response.json() == {"detail": "Internal Server Error"}
