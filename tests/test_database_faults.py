@@ -1,4 +1,4 @@
-"""Database faults, for real: a private PostgreSQL is stopped, stopped and broken.
+"""Database faults, for real: a private PostgreSQL is stopped, black-holed, exhausted and locked.
 
 Never the shared server the rest of the suite uses: the cluster is `initdb`-ed into a temporary folder, run as the
 `postgres` user, on its own loopback port, with fsync on. The apps here commit for real (no rolled-back session).
@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -174,8 +175,8 @@ def routes_needing_the_database(
 def test_database_stopped_answers_503_everywhere_then_recovers_without_restart(
     pg: PrivatePostgres, figures: Callable[[str, str], None]
 ) -> None:
-    settings = make_settings(pg.url)
-    limit = MARGIN  # a stopped server refuses at once: nothing to wait for
+    settings = make_settings(pg.url, DB_CONNECT_TIMEOUT=2)
+    limit = 2 * settings.DB_CONNECT_TIMEOUT + MARGIN  # a dead pooled connection, then a new one
     with TestClient(create_app(settings)) as client:
         user = register(client)
         task = client.post("/api/me/tasks", json={"title": "before the outage"}, headers=user.headers).json()
@@ -229,3 +230,170 @@ def test_a_genuine_database_bug_is_still_a_500(pg: PrivatePostgres) -> None:
             pg.query("ALTER TABLE tasks RENAME COLUMN renamed_title TO title")
     assert response.status_code == 500
     assert response.json() == {"detail": "Internal Server Error"}
+
+
+class BlackHoleProxy:
+    """A loopback TCP proxy in front of the cluster that can go silent: it still accepts connections and takes
+    every byte, but passes nothing on in either direction, like a server or pooler that hangs."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self.silent = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._threads = [threading.Thread(target=self._accept, daemon=True)]
+
+    def __enter__(self) -> BlackHoleProxy:
+        self._threads[0].start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        _shutdown(self.listener)  # wakes the blocked accept(); close() alone would not
+        self.listener.close()
+        with self._lock:
+            for sock in self._sockets:
+                _shutdown(sock)
+        for thread in self._threads:
+            thread.join(timeout=5)
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+
+    def _keep(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return  # closed
+            self._keep(client)
+            if self.silent:
+                continue  # accepted, then never a byte back
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                _shutdown(client)
+                continue
+            self._keep(upstream)
+            for source, sink in ((client, upstream), (upstream, client)):
+                pump = threading.Thread(target=self._pump, args=(source, sink), daemon=True)
+                with self._lock:
+                    self._threads.append(pump)
+                pump.start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                if not self.silent:
+                    sink.sendall(chunk)
+        except OSError:
+            pass
+        _shutdown(source)
+        _shutdown(sink)
+
+
+def _shutdown(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+
+
+def test_black_holed_database_answers_503_within_the_connect_timeout(
+    pg: PrivatePostgres, figures: Callable[[str, str], None]
+) -> None:
+    with BlackHoleProxy(pg.port) as proxy:
+        settings = make_settings(f"postgresql://root@127.0.0.1:{proxy.port}/todo", DB_CONNECT_TIMEOUT=2)
+        limit = 2 * settings.DB_CONNECT_TIMEOUT + MARGIN
+        with TestClient(create_app(settings)) as client:
+            user = register(client)
+            assert client.post("/api/me/tasks", json={"title": "t"}, headers=user.headers).status_code == 201
+            proxy.silent = True
+            # The pooled connection's traffic goes nowhere: its pre-ping times out, then so does a new connection.
+            pooled, pooled_seconds = timed(lambda: client.get("/api/me/tasks", headers=user.headers))
+            assert_unavailable(pooled)
+            assert pooled_seconds < limit
+            # Nothing left in the pool: a new connection, accepted and never answered.
+            fresh, fresh_seconds = timed(lambda: client.get("/api/auth/me", headers=user.headers))
+            assert_unavailable(fresh)
+            assert fresh_seconds < limit
+            ready, ready_seconds = timed(lambda: client.get("/health/ready"))
+            assert ready.status_code == 503
+            assert ready_seconds < limit
+            assert client.get("/health").status_code == 200
+            proxy.silent = False
+            response, recovery = timed(lambda: client.get("/api/me/tasks", headers=user.headers))
+            assert response.status_code == 200, response.text
+            assert [task["title"] for task in response.json()] == ["t"]
+    figures("black hole: pooled connection", f"503 in {pooled_seconds:.2f} s (DB_CONNECT_TIMEOUT=2)")
+    figures("black hole: new connection", f"503 in {fresh_seconds:.2f} s; /health/ready 503 in {ready_seconds:.2f} s")
+    figures("black hole: first request after it answers again", f"200 in {recovery:.3f} s")
+
+
+def test_exhausted_pool_answers_503_after_the_pool_timeout(
+    pg: PrivatePostgres, figures: Callable[[str, str], None]
+) -> None:
+    settings = make_settings(pg.url, DB_POOL_SIZE=1, DB_MAX_OVERFLOW=0, DB_POOL_TIMEOUT=1)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        user = register(client)
+        held = app.state.engine.connect()  # the only connection
+        try:
+            durations = []
+            for name in ("list", "me", "login", "create"):
+                response, seconds = timed(routes_needing_the_database(client, user, 0)[name])
+                assert_unavailable(response, name)
+                assert seconds < settings.DB_POOL_TIMEOUT + MARGIN
+                durations.append(seconds)
+            assert client.get("/health/ready").status_code == 503
+        finally:
+            held.close()
+        assert client.get("/api/me/tasks", headers=user.headers).status_code == 200
+    figures(
+        "pool exhausted",
+        (f"{len(durations)} requests 503 in {min(durations):.2f}-{max(durations):.2f} s (DB_POOL_TIMEOUT=1)"),
+    )
+
+
+def test_slow_query_is_cut_by_the_statement_timeout_and_the_pool_recovers(
+    pg: PrivatePostgres, figures: Callable[[str, str], None]
+) -> None:
+    settings = make_settings(pg.url, DB_STATEMENT_TIMEOUT=2)
+    app = create_app(settings)
+    with TestClient(app) as client:
+        user = register(client)
+        assert client.post("/api/me/tasks", json={"title": "t"}, headers=user.headers).status_code == 201
+        locker = pg.connect()
+        try:
+            with locker.cursor() as cursor:
+                cursor.execute("LOCK TABLE tasks IN ACCESS EXCLUSIVE MODE")  # held until rollback
+            durations = []
+            for name in ("list", "create"):
+                response, seconds = timed(routes_needing_the_database(client, user, 0)[name])
+                assert_unavailable(response, name)
+                assert seconds < settings.DB_STATEMENT_TIMEOUT + MARGIN
+                durations.append(seconds)
+        finally:
+            locker.rollback()
+            locker.close()
+        response = client.get("/api/me/tasks", headers=user.headers)
+        assert response.status_code == 200
+        assert [task["title"] for task in response.json()] == ["t"]
+        assert app.state.engine.pool.checkedout() == 0
+
+        # The timeout lives in each transaction (SET LOCAL), never in the session, as a transaction pooler needs.
+        with app.state.engine.connect() as connection:
+            assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "2s"
+        raw = app.state.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute("SHOW statement_timeout")
+            assert cursor.fetchone() == ("0",)
+        finally:
+            raw.close()
+    figures("slow query", f"503 in {min(durations):.2f}-{max(durations):.2f} s (DB_STATEMENT_TIMEOUT=2), then 200")
