@@ -173,7 +173,7 @@ def routes_needing_the_database(
 
 
 def test_database_stopped_answers_503_everywhere_then_recovers_without_restart(
-    pg: PrivatePostgres, figures: Callable[[str, str], None]
+    pg: PrivatePostgres, figures: Callable[[str, str], None], caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = make_settings(pg.url, DB_CONNECT_TIMEOUT=2)
     limit = 2 * settings.DB_CONNECT_TIMEOUT + MARGIN  # a dead pooled connection, then a new one
@@ -194,6 +194,12 @@ def test_database_stopped_answers_503_everywhere_then_recovers_without_restart(
             assert ready.headers["retry-after"] == "5"
         finally:
             pg.start()
+        # One log line per failed request, naming the route and the cause, never the SQL, parameters or secrets.
+        lines = [record.getMessage() for record in caplog.records if record.name == "todo_api.errors"]
+        assert len(lines) == len(durations)
+        assert any(line.startswith("database unavailable: GET /api/{user_id}/tasks/{task_id}: ") for line in lines)
+        for line in lines:
+            assert not [text for text in (user.email, PASSWORD, user.token, "SELECT", "INSERT", "\n") if text in line]
         # The very next request succeeds, on every route, with the same app (pooled connections replaced).
         response, recovery = timed(lambda: client.get(f"/api/me/tasks/{task['id']}", headers=user.headers))
         assert response.status_code == 200, response.text
