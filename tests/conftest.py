@@ -157,3 +157,17 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
 def tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Prints the figures tests measured (`record_property("figure", ...)`), such as outage and recovery times."""
+    figures = [
+        value
+        for report in terminalreporter.getreports("passed")
+        for name, value in report.user_properties
+        if name == "figure"
+    ]
+    if figures:
+        terminalreporter.write_sep("-", "measured figures")
+        for figure in figures:
+            terminalreporter.write_line(str(figure))

@@ -31,6 +31,7 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.CORS_ORIGINS == ["http://localhost:3000"]
     assert settings.BCRYPT_ROUNDS == 12
     assert (settings.HOST, settings.PORT) == ("127.0.0.1", 8000)
+    assert (settings.DB_CONNECT_TIMEOUT, settings.DB_POOL_TIMEOUT, settings.DB_STATEMENT_TIMEOUT) == (5, 5, 15)
 
 
 @pytest.mark.parametrize(
@@ -39,12 +40,30 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
         ("postgres://u:p@host/db", "postgresql+psycopg2://u:p@host/db"),
         ("postgresql://u:p@host/db?sslmode=require", "postgresql+psycopg2://u:p@host/db?sslmode=require"),
         ("postgresql+psycopg2://u@host/db", "postgresql+psycopg2://u@host/db"),
+        (  # Neon's pooled connection string, pasted as is
+            "postgresql://u:p@ep-x-1-pooler.us-east-2.aws.neon.tech/neondb?sslmode=require&channel_binding=require",
+            "postgresql+psycopg2://u:p@ep-x-1-pooler.us-east-2.aws.neon.tech/neondb?sslmode=require&channel_binding=require",
+        ),
         ("sqlite:///./other.db", "sqlite:///./other.db"),
     ],
 )
 def test_database_url_forms(monkeypatch: pytest.MonkeyPatch, given: str, expected: str) -> None:
     settings = settings_from_env(monkeypatch, DATABASE_URL=given, BETTER_AUTH_SECRET=STRONG_SECRET)
     assert settings.DATABASE_URL == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DB_CONNECT_TIMEOUT", "1"),
+        ("DB_POOL_TIMEOUT", "0"),
+        ("DB_STATEMENT_TIMEOUT", "0"),
+        ("DB_STATEMENT_TIMEOUT", "-1"),
+    ],
+)
+def test_database_timeouts_have_floors(monkeypatch: pytest.MonkeyPatch, name: str, value: str) -> None:
+    with pytest.raises(ValidationError, match=name):
+        settings_from_env(monkeypatch, **{name: value})
 
 
 def test_cors_origins_are_comma_separated(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     DB_MAX_OVERFLOW: int = Field(default=30, ge=0)
     DB_POOL_PRE_PING: bool = True
     DB_POOL_RECYCLE: int = 300
+    # libpq counts a connect timeout of 1 as 2, so 2 is the honest minimum.
+    DB_CONNECT_TIMEOUT: int = Field(default=5, ge=2)
+    DB_POOL_TIMEOUT: float = Field(default=5, gt=0)
+    DB_STATEMENT_TIMEOUT: float = Field(default=15, gt=0)
     BCRYPT_ROUNDS: int = Field(default=12, ge=4, le=31)
     JWT_LEEWAY: int = Field(default=30, ge=0, le=MAX_JWT_LEEWAY)
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import logging
+import select
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import psycopg2
+import psycopg2.extensions
 from fastapi import Depends, Request
 from sqlalchemy import DateTime, Engine, create_engine, event
 from sqlalchemy.engine import Dialect
@@ -13,6 +19,8 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, SQLModel
 
 from todo_api.config import Settings
+
+logger = logging.getLogger(__name__)
 
 # Explicit constraint names, so migrations are reproducible and reversible on every backend.
 SQLModel.metadata.naming_convention = {
@@ -57,7 +65,6 @@ def _sqlite_setup(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=5000")
         cursor.close()
 
     # IMMEDIATE takes the write lock up front: a read-then-write transaction that found another writer
@@ -67,25 +74,111 @@ def _sqlite_setup(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+class _BoundedConnection(psycopg2.extensions.connection):
+    """A psycopg2 connection that carries how long each wait on the server may last (read by `_wait`)."""
+
+    def __init__(self, dsn: str, *args: Any, opening_timeout: float, reply_timeout: float, **kwargs: Any) -> None:
+        # Set before connecting: the connection attempt itself already goes through `_wait`.
+        self.opening_timeout = opening_timeout
+        self.reply_timeout = reply_timeout
+        super().__init__(dsn, *args, **kwargs)
+
+
+def _wait(conn: Any) -> None:
+    """psycopg2's wait for the server, with a deadline (psycopg2 and libpq would otherwise wait forever).
+
+    TCP keepalives and tcp_user_timeout only notice a network that drops packets; a server, proxy or pooler
+    that takes the bytes and never answers would still hang a request. Outside a transaction (connecting, the
+    BEGIN that opens one, the pool's pre-ping: an autocommit `SELECT 1`) the server has no work to do and must
+    answer within DB_CONNECT_TIMEOUT. Inside one, the server cancels a statement itself at DB_STATEMENT_TIMEOUT,
+    so the deadline is that plus DB_CONNECT_TIMEOUT. On timeout psycopg2 closes the connection; the pool
+    replaces it. (A wait callback rules out COPY and large objects, which this service does not use.)
+    """
+    limit: float | None = None  # connections this module did not make wait as psycopg2 always did
+    if isinstance(conn, _BoundedConnection):
+        in_transaction = conn.status == psycopg2.extensions.STATUS_BEGIN
+        limit = conn.reply_timeout if in_transaction else conn.opening_timeout
+    deadline = time.monotonic() + (limit or 0)
+    while True:
+        state = conn.poll()
+        if state == psycopg2.extensions.POLL_OK:
+            return
+        if state not in (psycopg2.extensions.POLL_READ, psycopg2.extensions.POLL_WRITE):
+            raise psycopg2.OperationalError(f"unexpected state from poll(): {state}")
+        poller = select.poll()  # anew each time: the socket changes while libpq tries each address
+        poller.register(conn.fileno(), select.POLLIN if state == psycopg2.extensions.POLL_READ else select.POLLOUT)
+        if not poller.poll(None if limit is None else max(deadline - time.monotonic(), 0) * 1000):
+            raise psycopg2.OperationalError(f"the database server did not answer within {limit:g} seconds")
+
+
+def _install_wait_callback() -> None:
+    current = psycopg2.extensions.get_wait_callback()
+    if current is None:
+        psycopg2.extensions.set_wait_callback(_wait)
+    elif current is not _wait:
+        logger.warning("another psycopg2 wait callback is installed: waits on the database are not bounded")
+
+
+def _postgres_connect_args(settings: Settings) -> dict[str, Any]:
+    timeout = settings.DB_CONNECT_TIMEOUT
+    args: dict[str, Any] = {
+        "connect_timeout": timeout,  # libpq applies it to blocking connects; `_wait` to ours
+        "connection_factory": functools.partial(
+            _BoundedConnection, opening_timeout=timeout, reply_timeout=settings.DB_STATEMENT_TIMEOUT + timeout
+        ),
+        # Probe idle pooled connections, so one that a NAT, load balancer or suspended compute dropped without
+        # a word is already known dead when it is next checked out (the pre-ping then fails at once).
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
+    if psycopg2.extensions.libpq_version() >= 120000:
+        # Data (a query, a keepalive probe) unacknowledged this long closes the connection: a black-holed
+        # network fails within about DB_CONNECT_TIMEOUT instead of the kernel's ~15 minutes of retransmits.
+        args["tcp_user_timeout"] = timeout * 1000
+    return args
+
+
+def _postgres_setup(engine: Engine, settings: Settings) -> None:
+    statement_timeout_ms = round(settings.DB_STATEMENT_TIMEOUT * 1000)
+
+    # The statement timeout is set per transaction, because transaction-mode poolers (Neon's -pooler
+    # endpoints, PgBouncer) refuse the `options=-c statement_timeout=...` startup parameter and may hand each
+    # transaction a different server connection, so a session-level SET at connect would be lost or leak to
+    # other clients. The price is one extra statement (a round trip) per transaction; `ALTER ROLE ... SET
+    # statement_timeout` would be free but lives outside the code.
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {statement_timeout_ms}")
+
+
 def build_engine(settings: Settings, url: str | None = None) -> Engine:
     url = url or settings.DATABASE_URL
     if url.startswith("sqlite"):
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": 5},
+            # `timeout` is SQLite's busy timeout: how long a connection waits for another one's write lock.
+            connect_args={"check_same_thread": False, "timeout": settings.DB_CONNECT_TIMEOUT},
             pool_size=settings.DB_POOL_SIZE,
             max_overflow=settings.DB_MAX_OVERFLOW,
+            pool_timeout=settings.DB_POOL_TIMEOUT,
             pool_pre_ping=False,
         )
         _sqlite_setup(engine)
         return engine
-    return create_engine(
+    _install_wait_callback()
+    engine = create_engine(
         url,
+        connect_args=_postgres_connect_args(settings),
         pool_size=settings.DB_POOL_SIZE,
         max_overflow=settings.DB_MAX_OVERFLOW,
+        pool_timeout=settings.DB_POOL_TIMEOUT,
         pool_pre_ping=settings.DB_POOL_PRE_PING,
         pool_recycle=settings.DB_POOL_RECYCLE,
     )
+    _postgres_setup(engine, settings)
+    return engine
 
 
 def get_session(request: Request) -> Iterator[Session]:

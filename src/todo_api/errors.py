@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -153,9 +153,27 @@ async def validation_error_handler(_: Request, exc: Exception) -> JSONResponse:
     return _error(422, _redact(list(exc.errors())))
 
 
-async def database_error_handler(_: Request, exc: Exception) -> JSONResponse:
-    # Connection refused/lost or pool exhausted: the client should retry, it did nothing wrong.
-    logger.error("database unavailable: %s", type(exc).__name__)
+def is_database_unavailable(exc: Exception) -> bool:
+    """The database could not be reached, dropped the connection, or cut a statement: the client may retry.
+
+    OperationalError covers refused and lost connections, timeouts (QueryCanceled from the statement timeout)
+    and a server that is shutting down; other DBAPI errors count only when they cost the connection (psycopg2
+    says "connection already closed" with an InterfaceError). Everything else (ProgrammingError, an
+    IntegrityError no service handled) is a bug and stays a 500.
+    """
+    if isinstance(exc, PoolTimeoutError | OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+async def database_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    if not is_database_unavailable(exc):
+        raise exc  # on to the 500 handler, which logs the traceback
+    # One line, without the SQL or its parameters (str(exc) has both): the driver's own first line says why.
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    reason = str(cause).strip().partition("\n")[0][:200]
+    path = getattr(request.scope.get("route"), "path", request.url.path)  # the template: no ids in the log
+    logger.error("database unavailable: %s %s: %s: %s", request.method, path, type(cause).__name__, reason)
     error = ServiceUnavailable()
     return _error(error.status_code, error.detail, error.headers)
 
@@ -169,6 +187,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, app_error_handler)
     app.add_exception_handler(StarletteHTTPException, http_exception_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
-    app.add_exception_handler(OperationalError, database_error_handler)
+    app.add_exception_handler(DBAPIError, database_error_handler)
     app.add_exception_handler(PoolTimeoutError, database_error_handler)
     app.add_exception_handler(Exception, unhandled_error_handler)
