@@ -6,7 +6,7 @@ import functools
 import logging
 import select
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -181,7 +181,23 @@ def build_engine(settings: Settings, url: str | None = None) -> Engine:
     return engine
 
 
-def get_session(request: Request) -> Iterator[Session]:
+def pool_capacity(settings: Settings) -> int:
+    return settings.DB_POOL_SIZE + settings.DB_MAX_OVERFLOW
+
+
+async def _database_slot(request: Request) -> AsyncIterator[None]:
+    """Admission control: at most as many requests use the database at once as the pool has connections.
+
+    A request holds its connection across several thread-pool hops (dependencies, endpoint). Without this gate,
+    requests holding connections between hops and requests holding threads while waiting for a connection can
+    wait on each other until the pool times out (the stall of the well-known FastAPI template). The others wait
+    here, in the event loop, holding neither a thread nor a connection; the thread pool is sized above the pool.
+    """
+    async with request.app.state.database_slots:
+        yield
+
+
+def get_session(request: Request, _slot: Annotated[None, Depends(_database_slot)]) -> Iterator[Session]:
     with Session(request.app.state.engine, expire_on_commit=False) as session:
         yield session
 

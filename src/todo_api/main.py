@@ -6,6 +6,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import lru_cache
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
@@ -14,7 +16,7 @@ from todo_api import __version__, system
 from todo_api.auth.better_auth import BetterAuth
 from todo_api.auth.router import router as auth_router
 from todo_api.config import Settings, get_settings
-from todo_api.db import build_engine
+from todo_api.db import build_engine, pool_capacity
 from todo_api.errors import install_error_handlers
 from todo_api.logs import configure_logging
 from todo_api.metrics import get_metrics
@@ -22,6 +24,7 @@ from todo_api.middleware import REQUEST_ID_HEADER, InputLimitMiddleware, Request
 from todo_api.ratelimit import RateLimiter
 from todo_api.tasks.router import router as tasks_router
 
+EXTRA_THREADS = 8  # for routes that use no database (health, metrics) and for slack
 EXPOSED_HEADERS = ["X-Total-Count", "Link", "ETag", REQUEST_ID_HEADER]
 
 
@@ -38,6 +41,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # More threads than database slots, so a request holding a connection always finds a thread.
+        threads = anyio.to_thread.current_default_thread_limiter()
+        threads.total_tokens = max(threads.total_tokens, pool_capacity(settings) + EXTRA_THREADS)
         yield
         engine.dispose()
         better_auth.close()
@@ -55,6 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.database_slots = anyio.Semaphore(pool_capacity(settings))
     app.state.rate_limiter = RateLimiter(settings)
     app.state.better_auth = better_auth
     app.add_middleware(
