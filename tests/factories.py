@@ -54,13 +54,9 @@ class UserFactory:
     def __init__(self, client: TestClient) -> None:
         self.client = client
 
-    def create(
-        self, *, email: str | None = None, password: str = PASSWORD, name: str = "Test User"
-    ) -> RegisteredUser:
+    def create(self, *, email: str | None = None, password: str = PASSWORD, name: str = "Test User") -> RegisteredUser:
         email = email or unique_email()
-        response = self.client.post(
-            "/api/auth/register", json={"name": name, "email": email, "password": password}
-        )
+        response = self.client.post("/api/auth/register", json={"name": name, "email": email, "password": password})
         assert response.status_code == 201, response.text
         body = response.json()
         return RegisteredUser(
