@@ -7,8 +7,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import lru_cache
 
+import anyio
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from todo_api import __version__, system
 from todo_api.auth.router import router as auth_router
@@ -18,6 +20,28 @@ from todo_api.errors import install_error_handlers
 from todo_api.tasks.router import router as tasks_router
 
 EXPOSED_HEADERS = ["X-Total-Count", "Link", "ETag"]
+
+
+class RequestLimit:
+    """Lets at most `limit` requests into the app at once; the others wait here, holding no thread or connection.
+
+    A request keeps its database connection across several thread-pool hops (dependencies, endpoint, response
+    validation). With more requests in flight than the pool has connections, threads block waiting for a
+    connection while the requests holding the connections wait for a thread, and nothing moves until the pool
+    gives up (30 s, then 503s). Admitting no more requests than there are connections rules that out.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.slots = anyio.Semaphore(limit, fast_acquire=True)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # /health never touches the database, so it never waits: a busy service still answers its liveness probe.
+        if scope["type"] != "http" or scope["path"] == "/health":
+            await self.app(scope, receive, send)
+            return
+        async with self.slots:
+            await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -46,6 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         allow_headers=["*"],
         expose_headers=EXPOSED_HEADERS,
     )
+    app.add_middleware(RequestLimit, limit=settings.DB_POOL_SIZE + settings.DB_MAX_OVERFLOW)
     install_error_handlers(app)
     app.include_router(system.router)
     app.include_router(auth_router)
