@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 from fastapi.testclient import TestClient
 
-from tests.conftest import make_settings
+from tests.conftest import LiveServer, make_settings
+from tests.factories import PASSWORD, bearer, unique_email
 from todo_api.main import create_app
 
 
@@ -103,3 +107,26 @@ def test_wrong_method_is_a_json_405(client: TestClient) -> None:
     response = client.delete("/health")
     assert response.status_code == 405
     assert response.json() == {"detail": "Method Not Allowed"}
+
+
+def test_more_simultaneous_requests_than_connections_all_succeed(database_url: str) -> None:
+    # One pooled connection and more requests at once than worker threads. Admitted without limit, threads
+    # waited for the connection while the request holding it waited for a thread: a stall, then 503s when the
+    # pool gave up. Requests beyond the pool's size must wait their turn instead.
+    requests = 64
+    app = create_app(make_settings(database_url, DB_POOL_SIZE=1, DB_MAX_OVERFLOW=0))
+    with LiveServer(app) as server, server.client() as http:
+        registered = http.post(
+            "/api/auth/register", json={"name": "Crowd", "email": unique_email("crowd"), "password": PASSWORD}
+        )
+        assert registered.status_code == 201, registered.text
+        headers = bearer(registered.json()["access_token"])
+        barrier = threading.Barrier(requests)
+
+        def fetch(_: int) -> int:
+            barrier.wait(timeout=30)
+            return http.get("/api/me/tasks", headers=headers).status_code
+
+        with ThreadPoolExecutor(max_workers=requests) as pool:
+            statuses = list(pool.map(fetch, range(requests)))
+    assert statuses == [200] * requests

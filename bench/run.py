@@ -1,0 +1,847 @@
+"""The service's load benchmark: serve it on a private PostgreSQL database, drive each case with wrk, print one table.
+
+Run it with `./dev bench` (options: `./dev bench --help`). What every figure means: bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, make_url, text
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+CPUS = os.cpu_count() or 1
+PASSWORD = "bench passphrase that is long enough"
+DEFAULT_ADMIN_URL = "postgresql://root@127.0.0.1:5432/test"
+
+ALL_CASES = ["health", "get", "list", "create", "login", "flood", "list256"]
+CASE_HELP = {
+    "health": "GET /health (framework ceiling)",
+    "get": "GET one task (token check + 1 row)",
+    "list": "GET the list of 100 tasks",
+    "create": "POST one task",
+    "login": "POST /api/auth/login (bcrypt)",
+    "flood": "task-read p95 during a login flood vs idle",
+    "list256": "list at 256 connections vs 16",
+}
+
+# fastapi/full-stack-fastapi-template's backend on a comparable machine (2 cores, PostgreSQL 15 on loopback,
+# 1 uvicorn worker, wrk at 16 connections), as issue 6 states them: (req/s, req per app CPU-second).
+TEMPLATE = {
+    "health": (7000.0, 7000.0),
+    "get": (400.0, 385.0),
+    "list": (172.0, 170.0),
+    "create": (235.0, 230.0),
+    "login": (10.7, None),
+}
+# Issue 6's targets in requests per app CPU-second.
+TARGET_PER_CPU = {"get": 1200.0, "list": 500.0, "create": 460.0}
+LOGIN_TARGET_OF_BOUND = 0.90
+FLOOD_TARGET_RATIO = 3.0
+LIST256_TARGET_RATIO = 0.80
+
+# The task reader of the flood case is paced (each connection waits this long between requests), so its
+# "idle" latency is that of a lightly loaded server rather than of one the reader saturates itself.
+READER_CONNECTIONS = 2
+LOGIN_MIN_SECONDS = 20
+LOGIN_TIMEOUT_SECONDS = 30
+READER_DELAY_MS = 20
+
+# wrk's done() hook prints one JSON line: exact percentiles (wrk --latency only shows 50/75/90/99).
+LUA_DONE = r"""
+function done(summary, latency, requests)
+  io.write(string.format(
+    'WRKJSON {"requests":%d,"duration_us":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,' ..
+    '"mean_us":%.1f,"p50_us":%d,"p90_us":%d,"p95_us":%d,"p99_us":%d,"max_us":%d}\n',
+    summary.requests, summary.duration, summary.errors.connect, summary.errors.read, summary.errors.write,
+    summary.errors.status, summary.errors.timeout, latency.mean, latency:percentile(50), latency:percentile(90),
+    latency:percentile(95), latency:percentile(99), latency.max))
+end
+"""
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run (missing tool, server that does not start, wrong answers)."""
+
+
+# ---------------------------------------------------------------------------------------------- processes, /proc
+
+
+def _proc_stat(pid: int) -> tuple[int, float] | None:
+    """(parent pid, CPU seconds used so far: user + system) of a live process, from /proc/<pid>/stat."""
+    try:
+        raw = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) "; comm may contain spaces
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _descendants(root: int) -> list[int]:
+    """The process and all its descendants (uvicorn's supervisor and its worker processes)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _proc_stat(int(entry.name))) is not None:
+            children.setdefault(stat[0], []).append(int(entry.name))
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        todo.extend(children.get(pid, []))
+    return found
+
+
+def _cpu_of(pids: list[int]) -> dict[int, float]:
+    return {pid: stat[1] for pid in pids if (stat := _proc_stat(pid)) is not None}
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _machine_busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all cores), from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = values[3] + values[4]  # idle + iowait
+    return (sum(values[:8]) - idle) / CLOCK_TICKS
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# ---------------------------------------------------------------------------------------------- tools, database
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("bench: wrk is not installed; installing the Debian package (apt-get install -y wrk) ...", flush=True)
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    if sudo and not shutil.which("sudo"):
+        raise BenchError("wrk is missing and this user cannot install it: run `apt-get install -y wrk` as root")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "wrk"]):
+        if subprocess.run([*sudo, *command], env=env, timeout=600, check=False).returncode != 0:
+            raise BenchError(f"`{' '.join(command)}` failed: install wrk yourself (Debian/Ubuntu package `wrk`)")
+    found = shutil.which("wrk")
+    if not found:
+        raise BenchError("wrk is still not on PATH after apt-get install")
+    return found
+
+
+@contextmanager
+def private_database(admin_url: str) -> Iterator[tuple[str, Callable[[], list[int]]]]:
+    """A fresh, migrated PostgreSQL database (dropped afterwards) and a function listing its backends' pids."""
+    from todo_api.config import normalize_database_url
+    from todo_api.migrations import upgrade
+
+    admin_address = make_url(normalize_database_url(admin_url))
+    if admin_address.get_backend_name() != "postgresql":
+        raise BenchError("--database-url must be a postgresql:// URL (the benchmark measures PostgreSQL)")
+    name = f"todo_bench_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(admin_address, isolation_level="AUTOCOMMIT", pool_size=1)
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+
+    def backends() -> list[int]:
+        with admin.connect() as connection:
+            rows = connection.execute(text("SELECT pid FROM pg_stat_activity WHERE datname = :n"), {"n": name})
+            return [row[0] for row in rows]
+
+    try:
+        url = admin_address.set(database=name).render_as_string(hide_password=False)
+        upgrade(url)
+        yield url, backends
+    finally:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def bcrypt_seconds(rounds: int, samples: int = 5) -> float:
+    """Median time of one password check at the configured cost, with the service's own hasher."""
+    from todo_api.security import hash_password, verify_password
+
+    password_hash = hash_password(PASSWORD, rounds=rounds)
+    times = []
+    for _ in range(samples):
+        start = time.perf_counter()
+        if not verify_password(PASSWORD, password_hash, rounds=rounds):
+            raise BenchError("the service's hasher does not verify its own hash")
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------------------------------------- the server
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen[bytes]
+    url: str
+    workers: int
+
+    def pids(self) -> list[int]:
+        return _descendants(self.process.pid)
+
+    def worker_pids(self) -> list[int]:
+        pids = self.pids()
+        return pids[1:] if self.workers > 1 else pids
+
+
+@contextmanager
+def serve(database_url: str, *, workers: int, secret: str, rounds: int | None, scratch: Path) -> Iterator[Server]:
+    port = _free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "ENVIRONMENT": "production",
+        "BETTER_AUTH_SECRET": secret,
+        "LOG_LEVEL": "warning",
+        "RATE_LIMIT_ENABLED": "false",
+        "HOST": "127.0.0.1",
+        "PORT": str(port),
+        "PYTHONUNBUFFERED": "1",
+    }
+    if rounds is not None:
+        env["BCRYPT_ROUNDS"] = str(rounds)
+    log = (scratch / f"server-{workers}w.log").open("wb")
+    command = [sys.executable, "-m", "todo_api", "serve", "--port", str(port), "--workers", str(workers)]
+    # Its own session: a Ctrl-C at the terminal reaches us, and we stop the whole group in order.
+    # The scratch directory as cwd keeps a developer's .env out of the measurement.
+    process = subprocess.Popen(
+        command, env=env, cwd=scratch, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    server = Server(process, f"http://127.0.0.1:{port}", workers)
+    try:
+        _wait_until_serving(server, scratch / f"server-{workers}w.log")
+        yield server
+    finally:
+        _stop(process)
+        log.close()
+
+
+def _wait_until_serving(server: Server, log: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise BenchError(f"the server exited with {server.process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            # Every worker process up (uvicorn forks them after binding), then the port answers.
+            if len(server.worker_pids()) >= server.workers and _request(server.url, "GET", "/health")[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise BenchError(f"the server did not answer /health within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=15)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=5)
+
+
+def _request(
+    base: str,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    token: str | None = None,
+    timeout: float = 30,
+) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(base + path, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode(errors="replace")
+
+
+# ---------------------------------------------------------------------------------------------- data, through the API
+
+
+@dataclass
+class Account:
+    id: str
+    email: str
+    token: str
+
+
+@dataclass
+class Fixtures:
+    reader: Account  # 100 tasks: the get and list cases
+    task_id: int
+    writer: Account  # the create case adds its rows here, so the list stays at 100
+    login: Account
+
+
+def _register(base: str, label: str) -> Account:
+    email = f"bench-{label}-{uuid.uuid4().hex[:8]}@example.com"
+    status, body = _request(
+        base, "POST", "/api/auth/register", {"name": f"Bench {label}", "email": email, "password": PASSWORD}
+    )
+    if status != 201:
+        raise BenchError(f"register answered {status}: {body}")
+    return Account(body["user"]["id"], email, body["access_token"])
+
+
+def create_fixtures(base: str, tasks: int = 100) -> Fixtures:
+    reader = _register(base, "reader")
+    task_ids = []
+    for number in range(tasks):
+        task = {"title": f"Task {number}", "description": "x" * 80, "priority": "high", "category": "bench"}
+        status, body = _request(base, "POST", f"/api/{reader.id}/tasks", task, reader.token)
+        if status != 201:
+            raise BenchError(f"create task answered {status}: {body}")
+        task_ids.append(body["id"])
+    return Fixtures(reader, task_ids[len(task_ids) // 2], _register(base, "writer"), _register(base, "login"))
+
+
+# ---------------------------------------------------------------------------------------------- wrk
+
+
+@dataclass
+class Load:
+    """One wrk invocation: a path, how to send it, and how hard."""
+
+    path: str
+    method: str = "GET"
+    token: str | None = None
+    body: str | None = None
+    connections: int = 16
+    threads: int = 2
+    delay_ms: int = 0
+    expect: int = 200
+    probe: bool = True  # after the run, send one more of these (False: GET /health instead)
+    timeout: float | None = None  # wrk's --timeout for this load (default: the run's)
+
+    def lua(self) -> str:
+        lines = [f"wrk.method = {json.dumps(self.method)}"]
+        if self.token:
+            lines.append(f'wrk.headers["Authorization"] = {json.dumps("Bearer " + self.token)}')
+        if self.body is not None:
+            lines.append('wrk.headers["Content-Type"] = "application/json"')
+            lines.append(f"wrk.body = {json.dumps(self.body)}")
+        if self.delay_ms:
+            lines.append(f"function delay() return {self.delay_ms} end")
+        return "\n".join(lines) + "\n" + LUA_DONE
+
+
+@dataclass
+class Measure:
+    """What one measured wrk run saw, and the CPU each party used meanwhile."""
+
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    non_2xx: int
+    socket_errors: int
+    timeouts: int
+    connections: int
+    app_cpu_s: float
+    db_cpu_s: float | None
+    wrk_cpu_s: float
+    other_cpu_s: float
+    per_app_cpu_s: float | None
+    probe_ms: float | None  # one request right after the run; None = no answer within --timeout (stalled)
+
+    @property
+    def errors(self) -> int:
+        return self.non_2xx + self.socket_errors + self.timeouts
+
+
+@dataclass
+class Bench:
+    wrk: str
+    server: Server
+    backends: Callable[[], list[int]]
+    scratch: Path
+    duration: float
+    warmup: float
+    timeout: float
+
+    def start(self, load: Load, seconds: float) -> subprocess.Popen[str]:
+        script = self.scratch / f"load-{uuid.uuid4().hex[:8]}.lua"
+        script.write_text(load.lua())
+        command = [
+            self.wrk,
+            f"-t{min(load.threads, load.connections)}",
+            f"-c{load.connections}",
+            f"-d{seconds:g}s",
+            f"--timeout={load.timeout or self.timeout:g}s",
+            "--latency",
+            "-s",
+            str(script),
+            self.server.url + load.path,
+        ]
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def finish(self, process: subprocess.Popen[str], seconds: float) -> dict[str, Any]:
+        stdout, stderr = process.communicate(timeout=seconds + self.timeout + 30)
+        for line in stdout.splitlines():
+            if line.startswith("WRKJSON "):
+                result: dict[str, Any] = json.loads(line[len("WRKJSON ") :])
+                return result
+        raise BenchError(f"wrk gave no result (exit {process.returncode}):\n{stdout}\n{stderr}")
+
+    def check(self, load: Load) -> None:
+        """One request by hand first: a benchmark of 401s or 404s would measure nothing."""
+        body = json.loads(load.body) if load.body else None
+        status, answer = _request(self.server.url, load.method, load.path, body, load.token)
+        if status != load.expect:
+            raise BenchError(f"{load.method} {load.path} answered {status}, expected {load.expect}: {answer}")
+
+    def warm(self, load: Load) -> None:
+        if self.warmup > 0:
+            self.finish(self.start(load, self.warmup), self.warmup)
+            self.settle()
+
+    def settle(self, limit: float = 60) -> bool:
+        """Wait until the server is idle: requests wrk abandoned (a bcrypt hash, a stalled pool) still run."""
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            before = sum(_cpu_of(self.server.pids()).values())
+            time.sleep(0.5)
+            if sum(_cpu_of(self.server.pids()).values()) - before < 0.05:
+                try:
+                    if _request(self.server.url, "GET", "/health", timeout=2)[0] == 200:
+                        return True
+                except OSError:
+                    pass
+        print(f"bench: the server did not settle within {limit:.0f} s", flush=True)
+        return False
+
+    def probe(self, load: Load) -> float | None:
+        """Milliseconds one more request takes right after a run, or None if it gets no answer (a stall)."""
+        body = json.loads(load.body) if load.body and load.probe else None
+        method, path = (load.method, load.path) if load.probe else ("GET", "/health")
+        start = time.monotonic()
+        try:
+            _request(self.server.url, method, path, body, load.token, timeout=self.timeout)
+        except OSError:  # urllib raises TimeoutError (an OSError) when nothing comes back in time
+            return None
+        return round((time.monotonic() - start) * 1000, 1)
+
+    def measure(self, load: Load, seconds: float | None = None) -> Measure:
+        seconds = seconds or self.duration
+        app_pids, db_pids = self.server.pids(), self._backends()
+        app_before, db_before = _cpu_of(app_pids), _cpu_of(db_pids)
+        busy_before, children_before = _machine_busy_seconds(), _children_cpu_seconds()
+        start = time.monotonic()
+        raw = self.finish(self.start(load, seconds), seconds)
+        wall = time.monotonic() - start
+        wrk_cpu = _children_cpu_seconds() - children_before  # wrk is our only child reaped meanwhile
+        busy = _machine_busy_seconds() - busy_before
+        app_pids = sorted(set(app_pids) | set(self.server.pids()))
+        db_pids = sorted(set(db_pids) | set(self._backends()))
+        app_cpu = _cpu_delta(app_before, _cpu_of(app_pids))
+        db_cpu = _cpu_delta(db_before, _cpu_of(db_pids)) if db_pids else None
+        seconds = raw["duration_us"] / 1e6
+        return Measure(
+            requests=raw["requests"],
+            seconds=round(seconds, 2),
+            rps=round(raw["requests"] / seconds, 1),
+            p50_ms=raw["p50_us"] / 1000,
+            p95_ms=raw["p95_us"] / 1000,
+            p99_ms=raw["p99_us"] / 1000,
+            max_ms=raw["max_us"] / 1000,
+            non_2xx=raw["status"],
+            socket_errors=raw["connect"] + raw["read"] + raw["write"],
+            timeouts=raw["timeout"],
+            connections=load.connections,
+            app_cpu_s=round(app_cpu, 2),
+            db_cpu_s=round(db_cpu, 2) if db_cpu is not None else None,
+            wrk_cpu_s=round(wrk_cpu, 2),
+            other_cpu_s=round(max(0.0, busy - app_cpu - (db_cpu or 0) - wrk_cpu) * seconds / wall, 2),
+            per_app_cpu_s=round(raw["requests"] / app_cpu, 1) if app_cpu > 0 else None,
+            probe_ms=self.probe(load),
+        )
+
+    def _backends(self) -> list[int]:
+        try:
+            return self.backends()
+        except Exception:  # the server's database being busy must not abort the measurement
+            return []
+
+
+def _cpu_delta(before: dict[int, float], after: dict[int, float]) -> float:
+    # A process that appeared meanwhile counts from zero; one that vanished is lost (none should).
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
+# ---------------------------------------------------------------------------------------------- the cases
+
+
+@dataclass
+class CaseResult:
+    case: str
+    workers: int
+    measure: Measure | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_cases(bench: Bench, fixtures: Fixtures, cases: list[str], rounds: int) -> list[CaseResult]:
+    reader, writer = fixtures.reader, fixtures.writer
+    loads = {
+        "health": Load("/health"),
+        "get": Load(f"/api/{reader.id}/tasks/{fixtures.task_id}", token=reader.token),
+        "list": Load(f"/api/{reader.id}/tasks", token=reader.token),
+        "create": Load(
+            f"/api/{writer.id}/tasks",
+            method="POST",
+            token=writer.token,
+            body=json.dumps({"title": "A benchmark task", "description": "x" * 80, "priority": "high"}),
+            expect=201,
+        ),
+        "login": Load(
+            "/api/auth/login",
+            method="POST",
+            body=json.dumps({"email": fixtures.login.email, "password": PASSWORD}),
+            probe=False,
+            # 16 logins share the cores: each takes 16 / cores hashes' time, seconds on a busy machine.
+            timeout=LOGIN_TIMEOUT_SECONDS,
+        ),
+    }
+    workers = bench.server.workers
+    results: dict[str, CaseResult] = {}
+
+    def simple(case: str, load: Load, seconds: float | None = None) -> CaseResult:
+        print(f"bench: {workers} worker(s): {CASE_HELP.get(case, case)} ...", flush=True)
+        bench.check(load)
+        bench.warm(load)
+        result = CaseResult(case, workers, bench.measure(load, seconds))
+        bench.settle()
+        return result
+
+    for case in cases:
+        if case == "login":
+            # Logins complete in batches while 16 hashes share 2 cores: a longer run evens that out.
+            results[case] = simple(case, loads[case], max(bench.duration, LOGIN_MIN_SECONDS))
+        elif case in loads:
+            results[case] = simple(case, loads[case])
+        if case == "login":
+            measure = results[case].measure
+            assert measure is not None
+            # The bound is measured right after the flood, on the same (possibly shared) machine.
+            hash_seconds = bcrypt_seconds(rounds)
+            bound_per_s = CPUS / hash_seconds
+            results[case].extra = {
+                "hash_ms": round(hash_seconds * 1000, 1),
+                "bound_per_s": round(bound_per_s, 2),
+                "of_bound": measure.rps / bound_per_s,
+                # Logins per app CPU-second against one hash's time: how little a login costs beyond its hash,
+                # a figure that holds up when others share the machine and the bound's cores are not all ours.
+                "per_cpu_of_hash": (measure.per_app_cpu_s or 0) * hash_seconds,
+            }
+        elif case == "flood":
+            print(f"bench: {workers} worker(s): {CASE_HELP[case]} ...", flush=True)
+            read = Load(
+                loads["get"].path,
+                token=reader.token,
+                connections=READER_CONNECTIONS,
+                threads=1,
+                delay_ms=READER_DELAY_MS,
+            )
+            bench.check(read)
+            bench.warm(read)
+            idle = bench.measure(read)
+            flood_seconds = bench.duration + bench.warmup + 2
+            flood = bench.start(loads["login"], flood_seconds)
+            try:
+                time.sleep(min(2.0, bench.warmup + 1))  # let the flood fill the server first
+                busy = bench.measure(read)
+            finally:
+                login_during = bench.finish(flood, flood_seconds)
+                bench.settle()
+            results[case] = CaseResult(
+                case,
+                workers,
+                busy,
+                {
+                    "idle_p95_ms": idle.p95_ms,
+                    "flood_p95_ms": busy.p95_ms,
+                    "ratio": busy.p95_ms / idle.p95_ms if idle.p95_ms else None,
+                    "idle": asdict(idle),
+                    "login_rps_during": round(login_during["requests"] / (login_during["duration_us"] / 1e6), 1),
+                    "login_errors_during": login_during["status"] + login_during["timeout"],
+                },
+            )
+        elif case == "list256":
+            base = results.get("list") or simple("list", loads["list"])
+            results.setdefault("list", base)
+            print(f"bench: {workers} worker(s): {CASE_HELP[case]} ...", flush=True)
+            wide = Load(loads["list"].path, token=reader.token, connections=256)
+            bench.warm(wide)
+            measure = bench.measure(wide)
+            bench.settle()
+            assert base.measure is not None
+            results[case] = CaseResult(case, workers, measure, {"ratio": measure.rps / base.measure.rps})
+    rss = [mb for pid in bench.server.worker_pids() if (mb := _rss_mb(pid)) is not None]
+    for result in results.values():
+        result.extra.setdefault("worker_rss_mb", [round(mb) for mb in rss])
+    return [results[case] for case in ALL_CASES if case in results]
+
+
+# ---------------------------------------------------------------------------------------------- the table
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.{digits}f}"
+
+
+def table(results: list[CaseResult]) -> str:
+    head = (
+        "case",
+        "W",
+        "req/s",
+        "p50 ms",
+        "p95 ms",
+        "p99 ms",
+        "non2xx/sock/tmo",
+        "app CPU s",
+        "req/app-CPU-s",
+        "template",
+        "ratio",
+        "target",
+        "",
+        "others' CPU",
+    )
+    rows: list[tuple[str, ...]] = [head]
+    for result in results:
+        m = result.measure
+        if m is None:
+            continue
+        template_rps, template_cpu = TEMPLATE.get(result.case, (None, None))
+        label = CASE_HELP[result.case].split(" (")[0]
+        template, ratio, target, verdict = "-", "-", "-", ""
+        if result.case in ("health", "get", "list", "create") and template_cpu and m.per_app_cpu_s:
+            template = _fmt(template_cpu)
+            ratio = f"{m.per_app_cpu_s / template_cpu:.2f}x"
+            goal = TARGET_PER_CPU.get(result.case)
+            if goal:
+                target = f">= {goal:,.0f}"
+                verdict = "ok" if m.per_app_cpu_s >= goal else "MISS"
+        elif result.case == "login":
+            of_bound = result.extra["of_bound"]
+            template = f"{template_rps} r/s"
+            bound, per_cpu = result.extra["bound_per_s"], result.extra["per_cpu_of_hash"]
+            ratio = f"{of_bound:.0%} of bound {bound:.1f}/s ({per_cpu:.0%}/CPU)"
+            target = f">= {LOGIN_TARGET_OF_BOUND:.0%} of bound"
+            verdict = "ok" if of_bound >= LOGIN_TARGET_OF_BOUND and m.errors == 0 else "MISS"
+        elif result.case == "flood":
+            label = f"read p95 in login flood (idle {result.extra['idle_p95_ms']:.1f} ms)"
+            ratio = f"{result.extra['ratio']:.1f}x idle" if result.extra["ratio"] is not None else "-"
+            target = f"< {FLOOD_TARGET_RATIO:.0f}x idle"
+            ok = result.extra["ratio"] is not None and result.extra["ratio"] < FLOOD_TARGET_RATIO
+            verdict = "ok" if ok and m.errors == 0 else "MISS"
+        elif result.case == "list256":
+            label = "list at 256 connections"
+            ratio = f"{result.extra['ratio']:.2f}x of @16"
+            target = f">= {LIST256_TARGET_RATIO:.1f}x, 0 err"
+            ok = result.extra["ratio"] >= LIST256_TARGET_RATIO and m.errors == 0 and m.probe_ms is not None
+            verdict = "ok" if ok else "MISS"
+        rows.append(
+            (
+                label,
+                str(result.workers),
+                _fmt(m.rps, 1),
+                _fmt(m.p50_ms, 1),
+                _fmt(m.p95_ms, 1),
+                _fmt(m.p99_ms, 1),
+                f"{m.non_2xx}/{m.socket_errors}/{m.timeouts}" + ("" if m.probe_ms is not None else " STALLED"),
+                _fmt(m.app_cpu_s, 1),
+                _fmt(m.per_app_cpu_s),
+                template,
+                ratio,
+                target,
+                verdict,
+                f"{m.other_cpu_s / (m.seconds * CPUS):.0%}" if m.seconds else "-",
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)]
+        lines.append(" | ".join(cells).rstrip())
+        if index == 0:
+            lines.append("-+-".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="./dev bench", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--duration", type=float, default=10, help="measured seconds per case (default 10)")
+    parser.add_argument("--warmup", type=float, default=2, help="unmeasured seconds before each case (default 2)")
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
+    parser.add_argument("--cases", default=",".join(ALL_CASES), help=f"comma-separated, of: {', '.join(ALL_CASES)}")
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL") or DEFAULT_ADMIN_URL,
+        help="PostgreSQL server to create the private database on (default: $BENCH_DATABASE_URL, "
+        f"$TEST_DATABASE_URL, or {DEFAULT_ADMIN_URL})",
+    )
+    parser.add_argument(
+        "--bcrypt-rounds", type=int, default=None, help="BCRYPT_ROUNDS for the server (default: its own)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=5, help="a response slower than this is a timeout, seconds (default 5)"
+    )
+    parser.add_argument(
+        "--hold",
+        action="store_true",
+        help="after seeding, print the server pid and tokens and wait for Ctrl-C (for profiling by hand)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    cases = [case.strip() for case in args.cases.split(",") if case.strip()]
+    unknown = sorted(set(cases) - set(ALL_CASES))
+    if unknown:
+        raise SystemExit(f"bench: unknown case(s) {', '.join(unknown)}; known: {', '.join(ALL_CASES)}")
+    worker_counts = [int(count) for count in args.workers.split(",")]
+    # SIGTERM (CI, timeout) unwinds like Ctrl-C, so the server and the database are always cleaned up; SIGINT is
+    # set explicitly because a shell starts background jobs with it ignored.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
+
+    from todo_api.config import Settings
+
+    rounds = args.bcrypt_rounds or Settings.model_fields["BCRYPT_ROUNDS"].default
+    started = datetime.now(UTC)
+    wrk = ensure_wrk()
+    hash_seconds = bcrypt_seconds(rounds)
+    bound = CPUS / hash_seconds
+    print(
+        f"bench: bcrypt cost {rounds}: one check takes {hash_seconds * 1000:.0f} ms; bound {bound:.1f} logins/s",
+        flush=True,
+    )
+    results: list[CaseResult] = []
+    secret = secrets.token_urlsafe(48)  # one for every server, so the seeded tokens stay valid
+    try:
+        with ExitStack() as stack:
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="todo-bench-")))
+            url, backends = stack.enter_context(private_database(args.database_url))
+            fixtures: Fixtures | None = None
+            for workers in worker_counts:
+                with serve(url, workers=workers, secret=secret, rounds=args.bcrypt_rounds, scratch=scratch) as server:
+                    if fixtures is None:
+                        print("bench: creating users and 100 tasks through the API ...", flush=True)
+                        fixtures = create_fixtures(server.url)
+                    if args.hold:
+                        print(f"bench: serving {server.url}, pid {server.process.pid} (workers {server.pids()[1:]})")
+                        print(
+                            f"bench: reader {fixtures.reader.id} task {fixtures.task_id} token {fixtures.reader.token}"
+                        )
+                        print(f"bench: writer {fixtures.writer.id} token {fixtures.writer.token}", flush=True)
+                        signal.pause()
+                    bench = Bench(wrk, server, backends, scratch, args.duration, args.warmup, args.timeout)
+                    results.extend(run_cases(bench, fixtures, cases, rounds))
+    except KeyboardInterrupt:
+        print("bench: interrupted; server stopped and database dropped", file=sys.stderr)
+        return 130
+    except BenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 1
+
+    print()
+    print(table(results))
+    print(
+        "\ntemplate = fastapi/full-stack-fastapi-template's backend on a comparable machine (issue 6's table), "
+        "req per app CPU-second\n(login: req/s). W = uvicorn workers; CPU counts the server's processes only."
+    )
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    out = RESULTS / f"{started:%Y%m%d-%H%M%S}.json"
+    document = {
+        "started": started.isoformat(),
+        "git": _git_revision(),
+        "machine": {"cpus": CPUS, "python": platform.python_version(), "load_average": os.getloadavg()},
+        "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "wrk_timeout_s": args.timeout},
+        "bcrypt": {"rounds": rounds, "seconds": hash_seconds, "bound_per_s": bound},
+        "template": TEMPLATE,
+        "results": [asdict(result) for result in results],
+    }
+    out.write_text(json.dumps(document, indent=2) + "\n")
+    print(f"bench: results written to {out.relative_to(ROOT)}")
+    return 0
+
+
+def _interrupt(*_: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _git_revision() -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        )
+    except OSError:
+        return None
+    return done.stdout.strip() or None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
