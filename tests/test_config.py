@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -118,3 +119,14 @@ def test_dotenv_file_is_read(tmp_cwd: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.delenv("JWT_ISSUER", raising=False)
     (tmp_cwd / ".env").write_text(f"JWT_ISSUER=from-dotenv\nBETTER_AUTH_SECRET={STRONG_SECRET}\n")
     assert Settings().JWT_ISSUER == "from-dotenv"
+
+
+def test_password_hashing_takes_this_workers_share_of_the_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    cores = len(os.sched_getaffinity(0))
+    settings = settings_from_env(monkeypatch, BETTER_AUTH_SECRET=STRONG_SECRET)
+    monkeypatch.setenv("WEB_CONCURRENCY", "1")
+    assert settings.password_hash_concurrency == cores
+    monkeypatch.setenv("WEB_CONCURRENCY", str(cores * 2))
+    assert settings.password_hash_concurrency == 1
+    monkeypatch.setenv("PASSWORD_HASH_CONCURRENCY", "3")
+    assert settings_from_env(monkeypatch, BETTER_AUTH_SECRET=STRONG_SECRET).password_hash_concurrency == 3

@@ -34,6 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         import uvicorn
 
+        # Each worker takes its share of the CPUs for password hashing (Settings.password_hash_concurrency).
+        os.environ["WEB_CONCURRENCY"] = str(args.workers)
         if settings.METRICS_ENABLED:
             # Every worker writes its samples here, so /metrics is right whichever worker answers.
             os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="todo-api-metrics-")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
@@ -79,6 +80,8 @@ class Settings(BaseSettings):
     DB_POOL_TIMEOUT: float = Field(default=5, gt=0)
     DB_STATEMENT_TIMEOUT: float = Field(default=15, gt=0)
     BCRYPT_ROUNDS: int = Field(default=12, ge=4, le=31)
+    # Password hashes computed at once per process; 0: this process's share of the CPUs (cores / workers).
+    PASSWORD_HASH_CONCURRENCY: int = Field(default=0, ge=0)
     JWT_LEEWAY: int = Field(default=30, ge=0, le=MAX_JWT_LEEWAY)
 
     # Hostile input and HTTP hygiene.
@@ -240,6 +243,14 @@ class Settings(BaseSettings):
         return self.ENVIRONMENT.lower() != "production"
 
     @property
+    def password_hash_concurrency(self) -> int:
+        if self.PASSWORD_HASH_CONCURRENCY:
+            return self.PASSWORD_HASH_CONCURRENCY
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        workers = int(os.environ.get("WEB_CONCURRENCY", "1") or 1)  # set by `todo-api serve --workers`
+        return max(1, cores // max(1, workers))
+
+    @property
     def is_sqlite(self) -> bool:
         return self.DATABASE_URL.startswith("sqlite")
 
@@ -264,7 +275,7 @@ def get_settings() -> Settings:
     return Settings()
 
 
-def _app_settings(request: Request) -> Settings:
+async def _app_settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 

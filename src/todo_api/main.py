@@ -62,6 +62,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.engine = engine
     app.state.database_slots = anyio.Semaphore(pool_capacity(settings))
+    app.state.password_hashing_slots = anyio.Semaphore(settings.password_hash_concurrency)
     app.state.rate_limiter = RateLimiter(settings)
     app.state.better_auth = better_auth
     app.add_middleware(

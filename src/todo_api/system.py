@@ -15,12 +15,12 @@ router = APIRouter(tags=["system"])
 
 
 @router.get("/")
-def root() -> dict[str, str]:
+async def root() -> dict[str, str]:
     return {"name": "Todo API", "version": __version__, "docs": "/docs"}
 
 
 @router.get("/health")
-def health() -> dict[str, str]:
+async def health() -> dict[str, str]:
     """Liveness: the process answers. Never touches the database."""
     return {"status": "healthy"}
 

@@ -1,7 +1,12 @@
-"""Request dependencies: who is calling, from where, and the owner a `/api/{user_id}/...` path may address."""
+"""Request dependencies: who is calling, from where, and the owner a `/api/{user_id}/...` path may address.
+
+Dependencies that only read the request are `async def`: FastAPI runs a plain `def` dependency in the thread
+pool, and each such hop costs more than the work. Those that touch the database stay `def`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -23,7 +28,7 @@ TASK_NOT_FOUND = "Task not found"
 MAX_TOKEN_LENGTH = 8192
 
 
-def _better_auth(request: Request) -> BetterAuth:
+async def _better_auth(request: Request) -> BetterAuth:
     better_auth: BetterAuth = request.app.state.better_auth
     return better_auth
 
@@ -47,14 +52,14 @@ def get_principal(
 CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
 
 
-def get_current_user(principal: CurrentPrincipal) -> User:
+async def get_current_user(principal: CurrentPrincipal) -> User:
     return principal.user
 
 
 CurrentUser = Annotated[User, Depends(get_current_user)]
 
 
-def get_path_owner(user_id: str, user: CurrentUser) -> User:
+async def get_path_owner(user_id: str, user: CurrentUser) -> User:
     """`{user_id}` must be the caller (or `me`); anyone else's is answered exactly like a missing task."""
     if user_id != "me" and user_id != user.id:
         raise NotFound(TASK_NOT_FOUND)
@@ -64,16 +69,29 @@ def get_path_owner(user_id: str, user: CurrentUser) -> User:
 PathOwner = Annotated[User, Depends(get_path_owner)]
 
 
-def get_client_info(request: Request) -> ClientInfo:
+async def get_client_info(request: Request) -> ClientInfo:
     return ClientInfo(user_agent=request.headers.get("user-agent"), ip=client_ip(request))
 
 
 Client = Annotated[ClientInfo, Depends(get_client_info)]
 
 
-def get_rate_limiter(request: Request) -> RateLimiter:
+async def get_rate_limiter(request: Request) -> RateLimiter:
     limiter: RateLimiter = request.app.state.rate_limiter
     return limiter
 
 
 Limiter = Annotated[RateLimiter, Depends(get_rate_limiter)]
+
+
+async def _password_hashing_slot(request: Request) -> AsyncIterator[None]:
+    """Bounds the password hashes computed at once to this process's share of the CPUs.
+
+    Declared before the session on every route that hashes, so a flood of logins waits here, in the event loop,
+    holding neither a database slot nor a thread: everyone else's requests keep their latency.
+    """
+    async with request.app.state.password_hashing_slots:
+        yield
+
+
+PasswordHashing = Depends(_password_hashing_slot)

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 
 from todo_api import mail
 from todo_api.auth import service, sessions
-from todo_api.auth.deps import Client, CurrentPrincipal, CurrentUser, Limiter
+from todo_api.auth.deps import Client, CurrentPrincipal, CurrentUser, Limiter, PasswordHashing
 from todo_api.auth.models import (
     AuthResponse,
     ChangePassword,
@@ -43,7 +43,7 @@ FORGOT_PASSWORD_ANSWER = "If an account with a password exists for this email, a
     "/register",
     response_model=AuthResponse,
     status_code=status.HTTP_201_CREATED,
-    dependencies=[Depends(rate_limit("RATE_LIMIT_REGISTER"))],
+    dependencies=[Depends(rate_limit("RATE_LIMIT_REGISTER")), PasswordHashing],
     responses=error_responses(400, 409, 413, 422, 429, 503),
 )
 def register(session: SessionDep, settings: SettingsDep, client: Client, data: UserRegister) -> AuthResponse:
@@ -53,7 +53,7 @@ def register(session: SessionDep, settings: SettingsDep, client: Client, data: U
 @router.post(
     "/login",
     response_model=AuthResponse,
-    dependencies=[Depends(rate_limit("RATE_LIMIT_LOGIN"))],
+    dependencies=[Depends(rate_limit("RATE_LIMIT_LOGIN")), PasswordHashing],
     responses=error_responses(400, 401, 413, 422, 429, 503),
 )
 def login(
@@ -67,7 +67,7 @@ def login(
 @router.post(
     "/token",
     response_model=Token,
-    dependencies=[Depends(rate_limit("RATE_LIMIT_TOKEN"))],
+    dependencies=[Depends(rate_limit("RATE_LIMIT_TOKEN")), PasswordHashing],
     responses=error_responses(400, 401, 413, 422, 429, 503),
 )
 def token(
@@ -154,6 +154,7 @@ def update_me(session: SessionDep, user: CurrentUser, data: UserUpdate) -> User:
     "/me",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
+    dependencies=[PasswordHashing],
     responses=error_responses(400, 401, 413, 422, 503),
 )
 def delete_me(
@@ -166,7 +167,12 @@ def delete_me(
     service.delete_account(session, user=user, password=data.password if data else None, settings=settings)
 
 
-@router.post("/change-password", response_model=AuthResponse, responses=error_responses(400, 401, 413, 422, 503))
+@router.post(
+    "/change-password",
+    response_model=AuthResponse,
+    dependencies=[PasswordHashing],
+    responses=error_responses(400, 401, 413, 422, 503),
+)
 def change_password(
     session: SessionDep, settings: SettingsDep, user: CurrentUser, client: Client, data: ChangePassword
 ) -> AuthResponse:
@@ -206,7 +212,7 @@ def forgot_password(
     "/reset-password",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    dependencies=[Depends(rate_limit("RATE_LIMIT_RESET_PASSWORD"))],
+    dependencies=[Depends(rate_limit("RATE_LIMIT_RESET_PASSWORD")), PasswordHashing],
     responses=error_responses(400, 413, 422, 429, 503),
 )
 def reset_password(session: SessionDep, settings: SettingsDep, data: ResetPassword) -> None:
