@@ -8,11 +8,13 @@ from todo_api.auth.models import (
     RevokedToken,
     User,
 )
+from todo_api.idempotency import IdempotencyRecord
 from todo_api.tasks.models import Task
 
 __all__ = [
     "AuthSession",
     "DeletedUser",
+    "IdempotencyRecord",
     "PasswordResetToken",
     "RefreshToken",
     "RevokedToken",

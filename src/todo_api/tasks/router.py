@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Response, status
+from fastapi.responses import JSONResponse
 
 from todo_api.auth.deps import PathOwner
 from todo_api.db import SessionDep
 from todo_api.errors import error_responses
+from todo_api.idempotency import IdempotencyKey, fingerprint, run_once
 from todo_api.tasks import service
 from todo_api.tasks.models import Task, TaskCompletion, TaskCreate, TaskPublic, TaskUpdate
 
@@ -25,8 +27,18 @@ def list_tasks(session: SessionDep, owner: PathOwner) -> Sequence[Task]:
 
 
 @router.post("", response_model=TaskPublic, status_code=status.HTTP_201_CREATED)
-def create_task(session: SessionDep, owner: PathOwner, data: TaskCreate) -> Task:
-    return service.create_task(session, owner=owner, data=data)
+def create_task(session: SessionDep, owner: PathOwner, data: TaskCreate, key: IdempotencyKey = None) -> Any:
+    """With `Idempotency-Key`, a retry (same key and body, within 24 hours) returns the first result."""
+    status_code, body = run_once(
+        session,
+        owner=owner,
+        key=key,
+        request_fingerprint=fingerprint("create_task", data.model_dump(mode="json")),
+        status_code=status.HTTP_201_CREATED,
+        write=lambda: service.create_task(session, owner=owner, data=data, commit=False),
+        render=lambda task: TaskPublic.model_validate(task).model_dump(mode="json"),
+    )
+    return JSONResponse(body, status_code=status_code)
 
 
 @router.get("/{task_id}", response_model=TaskPublic)

@@ -42,7 +42,8 @@ def get_task(session: Session, *, owner: User, task_id: int) -> Task:
     return _get_owned(session, owner=owner, task_id=task_id)
 
 
-def create_task(session: Session, *, owner: User, data: TaskCreate) -> Task:
+def create_task(session: Session, *, owner: User, data: TaskCreate, commit: bool = True) -> Task:
+    """A new task of the owner's; with `commit=False` it is only flushed (the caller commits, with more)."""
     now = utcnow()
     task = Task.model_validate(
         data,
@@ -55,7 +56,10 @@ def create_task(session: Session, *, owner: User, data: TaskCreate) -> Task:
         },
     )
     session.add(task)
-    session.commit()
+    if commit:
+        session.commit()
+    else:
+        session.flush()
     return task
 
 
