@@ -20,7 +20,8 @@ def settings_from_env(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
     return Settings(_env_file=None)
 
 
-def test_defaults(tmp_cwd: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("tmp_cwd")
+def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = settings_from_env(monkeypatch)
     assert settings.DATABASE_URL == "sqlite:///./todo.db"
     assert settings.ENVIRONMENT == "development"
@@ -63,7 +64,9 @@ def test_cors_allowed_origins_alias(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_api_host_and_port_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HOST", raising=False)
     monkeypatch.delenv("PORT", raising=False)
-    settings = settings_from_env(monkeypatch, API_HOST="0.0.0.0", API_PORT="9000", BETTER_AUTH_SECRET=STRONG_SECRET)
+    settings = settings_from_env(
+        monkeypatch, API_HOST="0.0.0.0", API_PORT="9000", BETTER_AUTH_SECRET=STRONG_SECRET
+    )
     assert (settings.HOST, settings.PORT) == ("0.0.0.0", 9000)
 
 

@@ -83,9 +83,11 @@ def test_openapi_and_docs(client: TestClient) -> None:
     assert spec.status_code == 200
     paths = spec.json()["paths"]
     assert {"/api/auth/register", "/api/auth/login", "/api/auth/token", "/api/auth/me"} <= set(paths)
-    assert {"/api/{user_id}/tasks", "/api/{user_id}/tasks/{task_id}", "/api/{user_id}/tasks/{task_id}/complete"} <= set(
-        paths
-    )
+    assert {
+        "/api/{user_id}/tasks",
+        "/api/{user_id}/tasks/{task_id}",
+        "/api/{user_id}/tasks/{task_id}/complete",
+    } <= set(paths)
     docs = client.get("/docs")
     assert docs.status_code == 200
     assert "swagger" in docs.text.lower()

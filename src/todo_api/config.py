@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     DB_POOL_PRE_PING: bool = True
     DB_POOL_RECYCLE: int = 300
     BCRYPT_ROUNDS: int = Field(default=12, ge=4, le=31)
+    TRASH_RETENTION_DAYS: int = Field(default=30, ge=0)
 
     @field_validator("CORS_ORIGINS", mode="before")
     @classmethod
