@@ -54,6 +54,14 @@ def upgrade() -> None:
     )
 
     if _is_postgresql():
+        # PostgreSQL sorts NULLs highest: latest-due-first with undated tasks last needs its own index order
+        # (on SQLite that is the index above read backwards).
+        op.create_index(
+            "ix_tasks_live_user_id_due_date_desc",
+            "tasks",
+            ["user_id", sa.text("due_date DESC NULLS LAST"), sa.text("id DESC")],
+            postgresql_where=LIVE,
+        )
         # Trigram indexes make ILIKE '%term%' searchable. The extension is database-wide and may have been
         # there before (or be used by others), so the downgrade leaves it installed.
         op.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
@@ -77,6 +85,7 @@ def downgrade() -> None:
     if _is_postgresql():
         op.drop_index("ix_tasks_description_trgm", table_name="tasks")
         op.drop_index("ix_tasks_title_trgm", table_name="tasks")
+        op.drop_index("ix_tasks_live_user_id_due_date_desc", table_name="tasks")
     op.drop_index("ix_tasks_trashed_user_id", table_name="tasks")
     op.drop_index("ix_tasks_live_user_id_stats", table_name="tasks")
     op.drop_index("ix_tasks_live_user_id_priority_rank", table_name="tasks")

@@ -119,6 +119,7 @@ class Task(SQLModel, table=True):
         ),
         # Sync (`updated_since`, which includes the trash), sort by updated_at, and every lookup by user_id.
         Index("ix_tasks_user_id_updated_at", "user_id", "updated_at", "id"),
+        # Due date, soonest first and undated last (on SQLite also latest first: NULLs sort lowest there).
         Index(
             "ix_tasks_live_user_id_due_date",
             "user_id",
@@ -127,6 +128,14 @@ class Task(SQLModel, table=True):
             postgresql_where=LIVE,
             sqlite_where=LIVE,
         ),
+        # PostgreSQL sorts NULLs highest, so latest first with undated tasks last needs its own order.
+        Index(
+            "ix_tasks_live_user_id_due_date_desc",
+            "user_id",
+            text("due_date DESC NULLS LAST"),
+            text("id DESC"),
+            postgresql_where=LIVE,
+        ).ddl_if(dialect="postgresql"),
         Index(
             "ix_tasks_live_user_id_priority_rank",
             "user_id",
