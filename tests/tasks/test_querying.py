@@ -518,3 +518,26 @@ def test_another_users_listing_is_the_same_404_as_a_missing_task(
     missing = client.get(tasks_url("me", 2**63 - 1), headers=me.headers)
     assert response.content == missing.content
     assert "x-total-count" not in response.headers
+
+
+def test_the_parameters_are_documented(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    parameters = {p["name"] for p in spec["paths"]["/api/{user_id}/tasks"]["get"]["parameters"]}
+    assert parameters == {
+        "user_id",
+        "tz",
+        "status",
+        "completed",
+        "priority",
+        "category",
+        "overdue",
+        "due_after",
+        "due_before",
+        "updated_since",
+        "search",
+        "trashed",
+        "sort_by",
+        "sort_order",
+        "limit",
+        "offset",
+    }

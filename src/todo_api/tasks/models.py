@@ -295,18 +295,28 @@ def _split_priorities(value: object) -> object:
 class TaskQuery(BaseModel):
     """`GET /api/{user_id}/tasks` query parameters. An empty value is the same as leaving one out."""
 
-    tz: TimeZoneName = "UTC"
+    tz: TimeZoneName = QueryField(default="UTC", description="IANA time zone of date-only values")
     status: Annotated[Literal["pending", "completed", "all"] | None, BeforeValidator(_lower)] = None
-    completed: bool | None = None
-    priority: Annotated[list[Priority], BeforeValidator(_split_priorities)] = []
-    category: Category | None = None
-    overdue: bool | None = None
-    due_after: datetime | None = None
-    due_before: datetime | None = None
-    updated_since: datetime | None = None
-    search: Annotated[Text, StringConstraints(max_length=1000)] | None = None
-    trashed: bool | None = None
-    sort_by: Annotated[SortField, BeforeValidator(_sort_field)] = "created_at"
+    completed: bool | None = QueryField(default=None, description="Same as status=completed / pending")
+    priority: Annotated[list[Priority], BeforeValidator(_split_priorities)] = QueryField(
+        default=[], description="Any of these; comma-separated or repeated"
+    )
+    category: Category | None = QueryField(default=None, description="Exact match, ignoring case")
+    overdue: bool | None = QueryField(default=None, description="true: pending and due before now")
+    due_after: datetime | None = QueryField(
+        default=None, description="Due at or after: ISO-8601 date-time, or a date (start of that day in tz)"
+    )
+    due_before: datetime | None = QueryField(default=None, description="Due before (same forms as due_after)")
+    updated_since: datetime | None = QueryField(
+        default=None, description="Changed at or after this moment, tasks trashed since then included (sync)"
+    )
+    search: Annotated[Text, StringConstraints(max_length=1000)] | None = QueryField(
+        default=None, description="Case-insensitive substring of title or description, taken literally"
+    )
+    trashed: bool | None = QueryField(default=None, description="true: list the trash instead")
+    sort_by: Annotated[SortField, BeforeValidator(_sort_field)] = QueryField(
+        default="created_at", description="Also in camelCase (dueDate); empty values sort last"
+    )
     sort_order: Annotated[Literal["asc", "desc"], BeforeValidator(_lower)] = "desc"
     limit: int = QueryField(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
     offset: int = QueryField(default=0, ge=0, le=MAX_OFFSET)
