@@ -338,3 +338,43 @@ def test_concurrent_toggles_without_if_match_all_apply(live_server: LiveServer) 
         assert final["version"] == 5
         assert final["completed"] is False
         assert final["completed_at"] is None
+
+
+def test_bulk_and_single_writes_racing_keep_the_counts_exact(live_server: LiveServer) -> None:
+    """The counts behind X-Total-Count change with every writer: racing ones must not deadlock or drift."""
+    with live_server.client() as http:
+        headers = _live_user(http)
+        ids = []
+        for n in range(12):
+            created = http.post("/api/me/tasks", headers=headers, json={"title": f"t{n}", "priority": "high"})
+            ids.append(created.json()["id"])
+
+        def bulk(action: str, task_ids: list[int]) -> Callable[[httpx.Client], httpx.Response]:
+            return lambda c: c.post(
+                "/api/me/tasks/bulk", headers=headers, json={"action": action, "ids": task_ids}
+            )
+
+        def lower_priority(task_id: int) -> Callable[[httpx.Client], httpx.Response]:
+            return lambda c: c.patch(f"/api/me/tasks/{task_id}", headers=headers, json={"priority": "low"})
+
+        responses = _race(
+            [
+                bulk("delete", ids[:8]),
+                bulk("complete", ids[::-1]),
+                *(lower_priority(task_id) for task_id in ids[::-1][:6]),
+                lambda c: c.post("/api/me/tasks", headers=headers, json={"title": "new", "category": "work"}),
+            ],
+            live_server,
+        )
+        assert all(r.status_code in (200, 201, 404) for r in responses), [r.text for r in responses]
+
+        def total(**params: str) -> int:
+            response = http.get("/api/me/tasks", headers=headers, params={**params, "limit": 500})
+            assert int(response.headers["x-total-count"]) == len(response.json())
+            return len(response.json())
+
+        assert total() + total(trashed="true") == 13
+        assert total(priority="high") + total(priority="low,medium") == total()
+        assert total(status="completed") + total(status="pending") == total()
+        stats = http.get("/api/me/stats", headers=headers).json()
+        assert stats["total"] == total() and stats["completed"] == total(status="completed")

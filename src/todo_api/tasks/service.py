@@ -37,6 +37,7 @@ from todo_api.tasks.models import (
     PriorityCounts,
     SortField,
     Task,
+    TaskCount,
     TaskCreate,
     TaskPublic,
     TaskQuery,
@@ -225,10 +226,35 @@ def _filters(query: TaskQuery, now: datetime) -> list[ColumnElement[bool]]:
     return filters
 
 
+def _counted(query: TaskQuery) -> bool:
+    """Whether task_counts answers how many tasks match: only trash state, completion, priority, category."""
+    return (
+        query.updated_since is None
+        and query.overdue is None
+        and query.due_after is None
+        and query.due_before is None
+        and not query.search
+    )
+
+
+def _total(session: Session, *, owner: User, query: TaskQuery, filters: list[ColumnElement[bool]]) -> int:
+    if not _counted(query):
+        return session.exec(select(func.count()).where(_of(owner), *filters)).one()
+    counts = [col(TaskCount.user_id) == owner.id, col(TaskCount.trashed) == bool(query.trashed)]
+    completed = query.completed_filter
+    if completed is not None:
+        counts.append(col(TaskCount.completed) == completed)
+    if query.priority:
+        counts.append(col(TaskCount.priority).in_(sorted({p.value for p in query.priority})))
+    if query.category:
+        counts.append(func.lower(col(TaskCount.category)) == func.lower(query.category))
+    return session.exec(select(func.coalesce(func.sum(col(TaskCount.n)), 0)).where(*counts)).one()
+
+
 def list_tasks(session: Session, *, owner: User, query: TaskQuery) -> tuple[Sequence[Task], int]:
     """One page of the owner's tasks matching `query`, and how many match in all."""
     filters = _filters(query, utcnow())
-    total = session.exec(select(func.count()).where(_of(owner), *filters)).one()
+    total = _total(session, owner=owner, query=query, filters=filters)
     if query.offset >= total:
         return [], total
     descending = query.sort_order == "desc"
@@ -364,54 +390,60 @@ def bulk_update(session: Session, *, owner: User, action: BulkAction, ids: Seque
 
 
 def task_stats(session: Session, *, owner: User, zone: ZoneInfo) -> TaskStats:
-    """Counts over the live tasks, aggregated by the database (one pass, grouped by category)."""
+    """Counts over the live tasks: totals from task_counts (a few rows per user), overdue and due-today from
+    one index range over the pending tasks due before tomorrow."""
     now = utcnow()
     today = now.astimezone(zone).date()
     start_of_today = datetime.combine(today, time(), tzinfo=zone).astimezone(UTC)
     start_of_tomorrow = datetime.combine(today + timedelta(days=1), time(), tzinfo=zone).astimezone(UTC)
-    pending = col(Task.completed) == False  # noqa: E712
-    due = col(Task.due_date)
 
-    def count_if(condition: ColumnElement[bool]) -> ColumnElement[int]:
-        return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
+    def total_if(condition: ColumnElement[bool]) -> ColumnElement[int]:
+        return func.sum(case((condition, col(TaskCount.n)), else_=0))
 
-    # Core select (eight columns, plain rows): the ORM session's typed exec() stops at four.
-    rows = (
+    # Core select (six columns, plain rows): the ORM session's typed exec() stops at four.
+    by_category_rows = (
         session.connection()
         .execute(
             sa_select(
-                col(Task.category),
-                func.count(),
-                count_if(col(Task.completed) == True),  # noqa: E712
-                count_if(and_(pending, due < now)),
-                count_if(and_(pending, due >= start_of_today, due < start_of_tomorrow)),
-                count_if(col(Task.priority) == "low"),
-                count_if(col(Task.priority) == "medium"),
-                count_if(col(Task.priority) == "high"),
+                col(TaskCount.category),
+                func.sum(col(TaskCount.n)),
+                total_if(col(TaskCount.completed) == True),  # noqa: E712
+                total_if(col(TaskCount.priority) == "low"),
+                total_if(col(TaskCount.priority) == "medium"),
+                total_if(col(TaskCount.priority) == "high"),
             )
-            .where(_of(owner), _LIVE)
-            .group_by(col(Task.category))
+            .where(col(TaskCount.user_id) == owner.id, col(TaskCount.trashed) == False)  # noqa: E712
+            .group_by(col(TaskCount.category))
+            .having(func.sum(col(TaskCount.n)) > 0)
+            .order_by(col(TaskCount.category))
         )
         .all()
     )
-    sums = [0] * 7
+    due = col(Task.due_date)
+    overdue, due_today = session.exec(
+        select(
+            func.coalesce(func.sum(case((due < now, 1), else_=0)), 0),
+            func.coalesce(func.sum(case((due >= start_of_today, 1), else_=0)), 0),
+        ).where(_of(owner), _LIVE, col(Task.completed) == False, due < start_of_tomorrow)  # noqa: E712
+    ).one()
+
+    total = completed = low = medium = high = 0
     by_category: dict[str, int] = {}
-    for category, *counts in rows:
-        for i, count in enumerate(counts):
-            sums[i] += int(count)
-        key = category if category is not None else "uncategorized"
-        by_category[key] = by_category.get(key, 0) + int(counts[0])
-    by_category = dict(sorted(by_category.items()))
-    total, completed, overdue, due_today, low, medium, high = sums
+    for category, *counts in by_category_rows:
+        n, done, n_low, n_medium, n_high = (int(count) for count in counts)
+        total, completed = total + n, completed + done
+        low, medium, high = low + n_low, medium + n_medium, high + n_high
+        key = category or "uncategorized"
+        by_category[key] = by_category.get(key, 0) + n
     return TaskStats(
         total=total,
         pending=total - completed,
         completed=completed,
-        overdue=overdue,
-        due_today=due_today,
+        overdue=int(overdue),
+        due_today=int(due_today),
         completion_rate=completed / total if total else 0.0,
         by_priority=PriorityCounts(low=low, medium=medium, high=high),
-        by_category=by_category,
+        by_category=dict(sorted(by_category.items())),
     )
 
 
