@@ -241,6 +241,8 @@ LIST_SCENARIOS: dict[str, dict[str, str]] = {
     "list: sort_by=due_date (desc)": {"sort_by": "due_date"},
     "list: sort_by=due_date&sort_order=asc": {"sort_by": "due_date", "sort_order": "asc"},
     "list: sort_by=priority": {"sort_by": "priority"},
+    "list: sort_by=title&sort_order=asc": {"sort_by": "title", "sort_order": "asc"},
+    "list: sort_by=completed_at (no index: sorts all)": {"sort_by": "completed_at"},
     "list: offset=90000": {"offset": "90000"},
     "list: overdue=true": {"overdue": "true"},
     "list: trashed=true": {"trashed": "true"},

@@ -107,6 +107,9 @@ def upgrade() -> None:
     op.create_index("ix_tasks_user_id_updated_at", "tasks", ["user_id", "updated_at", "id"])
     op.create_index("ix_tasks_live_user_id_due_date", "tasks", ["user_id", "due_date", "id"], **live)
     op.create_index("ix_tasks_live_user_id_priority_rank", "tasks", ["user_id", PRIORITY_RANK, "id"], **live)
+    op.create_index(
+        "ix_tasks_live_user_id_title", "tasks", ["user_id", sa.text("lower(title)"), "id"], **live
+    )
     # Pending tasks by due date: overdue, due today.
     op.create_index(
         "ix_tasks_live_user_id_completed_due_date", "tasks", ["user_id", "completed", "due_date"], **live
@@ -195,6 +198,7 @@ def downgrade() -> None:
         op.execute("DROP FUNCTION task_counts_apply()")
     op.drop_table("task_counts")
     op.drop_index("ix_tasks_live_user_id_category", table_name="tasks")
+    op.drop_index("ix_tasks_live_user_id_title", table_name="tasks")
     op.drop_index("ix_tasks_live_user_id_completed_due_date", table_name="tasks")
     op.drop_index("ix_tasks_live_user_id_priority_rank", table_name="tasks")
     op.drop_index("ix_tasks_live_user_id_due_date", table_name="tasks")

@@ -144,6 +144,15 @@ class Task(SQLModel, table=True):
             postgresql_where=LIVE,
             sqlite_where=LIVE,
         ),
+        # Sort by title, ignoring case (either direction).
+        Index(
+            "ix_tasks_live_user_id_title",
+            "user_id",
+            text("lower(title)"),
+            "id",
+            postgresql_where=LIVE,
+            sqlite_where=LIVE,
+        ),
         # Pending tasks by due date: overdue, due today.
         Index(
             "ix_tasks_live_user_id_completed_due_date",
