@@ -32,16 +32,22 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     url = _url()
     engine = create_engine(url, poolclass=pool.NullPool)
-    if url.startswith("sqlite"):
-
+    sqlite = url.startswith("sqlite")
+    if sqlite:
+        # Batch migrations rebuild a SQLite table (copy, drop, rename); with foreign keys on, dropping the old
+        # table would cascade-delete every referencing row. Keys are checked once the migration is done.
         @event.listens_for(engine, "connect")
-        def _foreign_keys(dbapi_connection: Any, _record: Any) -> None:
-            dbapi_connection.execute("PRAGMA foreign_keys=ON")
+        def _foreign_keys_off(dbapi_connection: Any, _record: Any) -> None:
+            dbapi_connection.execute("PRAGMA foreign_keys=OFF")
 
     with engine.connect() as connection:
         context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
         with context.begin_transaction():
             context.run_migrations()
+        if sqlite:
+            violations = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if violations:
+                raise RuntimeError(f"foreign keys broken by the migration: {violations[:5]}")
     engine.dispose()
 
 

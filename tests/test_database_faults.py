@@ -230,6 +230,8 @@ def test_a_genuine_database_bug_is_still_a_500(pg: PrivatePostgres) -> None:
     settings = make_settings(pg.url)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         user = register(client)
+        # A task to list: with none, the listing answers from the per-user counts without reading tasks.
+        assert client.post("/api/me/tasks", headers=user.headers, json={"title": "t"}).status_code == 201
         pg.query("ALTER TABLE tasks RENAME COLUMN title TO renamed_title")  # schema drift
         try:
             response = client.get("/api/me/tasks", headers=user.headers)  # ProgrammingError: no such column

@@ -8,13 +8,20 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import create_engine, inspect
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import create_engine, inspect, text
+from sqlmodel import SQLModel
 
+import todo_api.models  # noqa: F401  (every table on SQLModel.metadata)
 from tests.conftest import _create_private_postgres
+from todo_api.config import normalize_database_url
 from todo_api.migrations import downgrade, upgrade
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -139,3 +146,82 @@ def test_cli_requires_a_command(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "serve" in result.stderr
+
+
+def test_task_querying_migration_upgrades_and_downgrades_existing_tasks(scratch_database_url: str) -> None:
+    url = scratch_database_url
+    upgrade(url, "0001_initial")
+    engine = create_engine(normalize_database_url(url))
+    now = datetime.now(UTC)
+    task = (
+        "INSERT INTO tasks (user_id, title, completed, priority, created_at, updated_at)"
+        " VALUES ('u1', :t, :f, 'low', :now, :now)"
+    )
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text("INSERT INTO users (id, name, created_at, updated_at) VALUES ('u1', 'U', :now, :now)"),
+                {"now": now},
+            )
+            for title in ("kept", "trashed", "last"):
+                connection.execute(text(task), {"t": title, "f": False, "now": now})
+        upgrade(url)
+        with engine.begin() as connection:
+            rows = connection.execute(text("SELECT title, version, trashed_at FROM tasks ORDER BY id")).all()
+            assert [tuple(row) for row in rows] == [
+                ("kept", 1, None),
+                ("trashed", 1, None),
+                ("last", 1, None),
+            ]
+            # The counts start out right for existing tasks, then the triggers keep them so.
+            counts = "SELECT category, priority, completed, trashed, n FROM task_counts WHERE user_id = 'u1'"
+            assert [tuple(row) for row in connection.execute(text(counts))] == [("", "low", False, False, 3)]
+            connection.execute(text("UPDATE tasks SET trashed_at = :now WHERE title = 'trashed'"), {"now": now})
+            connection.execute(text("DELETE FROM tasks WHERE title = 'last'"))
+            assert sorted(tuple(row) for row in connection.execute(text(counts))) == [
+                ("", "low", False, False, 1),
+                ("", "low", False, True, 1),
+            ]
+
+        downgrade(url, "0001_initial")
+        # Trashed tasks go with the trash; ids are still never reused.
+        with engine.begin() as connection:
+            assert [row[0] for row in connection.execute(text("SELECT title FROM tasks"))] == ["kept"]
+            connection.execute(text(task), {"t": "after", "f": False, "now": now})
+            assert connection.execute(text("SELECT id FROM tasks WHERE title = 'after'")).scalar_one() == 4
+        assert {c["name"] for c in inspect(engine).get_columns("tasks")}.isdisjoint({"version", "trashed_at"})
+        assert "task_counts" not in inspect(engine).get_table_names()
+        assert {i["name"] for i in inspect(engine).get_indexes("tasks")} == {"ix_tasks_user_id_created_at"}
+        upgrade(url)
+        assert {"version", "trashed_at"} <= {c["name"] for c in inspect(engine).get_columns("tasks")}
+    finally:
+        engine.dispose()
+
+
+def test_models_match_the_migrations(database_url: str) -> None:
+    """The table models and the migrated schema agree (what autogenerate can compare)."""
+    engine = create_engine(normalize_database_url(database_url))
+
+    def comparable(obj: object, name: str | None, type_: str, reflected: bool, _: object) -> bool:
+        # Indexes on expressions (or with NULLS LAST) are not compared by autogenerate; PostgreSQL-only ones
+        # do not exist on SQLite.
+        if name in {
+            "ix_tasks_live_user_id_priority_rank",
+            "ix_tasks_live_user_id_due_date_desc",
+            "ix_tasks_live_user_id_category",
+            "ix_tasks_live_user_id_title",
+        }:
+            return False
+        if type_ != "index" or reflected:
+            return True
+        ddl_if = getattr(obj, "_ddl_if", None)
+        return ddl_if is None or ddl_if.dialect == engine.dialect.name
+
+    try:
+        with engine.connect() as connection, warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "expression-based index ... can't be reflected"
+            context = MigrationContext.configure(connection, opts={"compare_type": True, "include_object": comparable})
+            differences = compare_metadata(context, SQLModel.metadata)
+    finally:
+        engine.dispose()
+    assert differences == []

@@ -1,7 +1,7 @@
 """auth sessions: refresh tokens, password resets, revoked tokens, deletion tombstones
 
 Revision ID: 0003_auth_sessions
-Revises: 0001_initial
+Revises: 0002_task_querying
 Create Date: 2026-11-21
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0003_auth_sessions"
-down_revision: str | None = "0001_initial"
+down_revision: str | None = "0002_task_querying"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

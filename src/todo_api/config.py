@@ -83,6 +83,7 @@ class Settings(BaseSettings):
     # Password hashes computed at once per process; 0: this process's share of the CPUs (cores / workers).
     PASSWORD_HASH_CONCURRENCY: int = Field(default=0, ge=0)
     JWT_LEEWAY: int = Field(default=30, ge=0, le=MAX_JWT_LEEWAY)
+    TRASH_RETENTION_DAYS: int = Field(default=30, ge=0)
 
     # Hostile input and HTTP hygiene.
     MAX_BODY_BYTES: int = Field(default=1048576, ge=1024)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -63,6 +64,18 @@ class NotFound(AppError):
 class Conflict(AppError):
     status_code = 409
     detail = "Conflict"
+
+
+class PreconditionFailed(AppError):
+    """412: `If-Match` names a version that is no longer current. The body is the current resource itself
+    (not `{"detail": ...}`), so the client can merge and retry."""
+
+    status_code = 412
+    detail = "Precondition failed"
+
+    def __init__(self, current: object, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(headers=headers)
+        self.current = current
 
 
 class UnprocessableEntity(AppError):
@@ -140,6 +153,8 @@ def _redact(errors: list[dict[str, object]]) -> list[dict[str, object]]:
 
 async def app_error_handler(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
+    if isinstance(exc, PreconditionFailed):
+        return JSONResponse(jsonable_encoder(exc.current), status_code=exc.status_code, headers=exc.headers)
     return _error(exc.status_code, exc.detail, exc.headers)
 
 

@@ -9,7 +9,7 @@ from todo_api.auth.models import (
     User,
 )
 from todo_api.idempotency import IdempotencyRecord
-from todo_api.tasks.models import Task
+from todo_api.tasks.models import Task, TaskCount
 
 __all__ = [
     "AuthSession",
@@ -19,5 +19,6 @@ __all__ = [
     "RefreshToken",
     "RevokedToken",
     "Task",
+    "TaskCount",
     "User",
 ]

@@ -24,6 +24,8 @@ TASK_KEYS = {
     "completed_at",
     "created_at",
     "updated_at",
+    "version",
+    "trashed_at",
 }
 NOT_FOUND = {"detail": "Task not found"}
 # The largest id a BIGINT can hold: a well-formed id that no task in a test database has.
@@ -51,6 +53,14 @@ def better_auth_actor(client: TestClient) -> Actor:
     assert response.status_code == 200, response.text
     assert response.json()["id"] == sub
     return Actor(id=sub, headers=headers)
+
+
+# Who calls and whose data they try to reach: local accounts and Better Auth frontend users, in both roles.
+ACTOR_PAIRS = [("local", "local"), ("better_auth", "local"), ("local", "better_auth")]
+
+
+def new_actor(kind: str, client: TestClient, users: UserFactory) -> Actor:
+    return better_auth_actor(client) if kind == "better_auth" else local_actor(users)
 
 
 def tasks_url(owner: str, task_id: int | str | None = None, *, complete: bool = False) -> str:

@@ -49,6 +49,8 @@ def expected_task(body: dict[str, Any], **fields: Any) -> dict[str, Any]:
         "completed_at": None,
         "created_at": body["created_at"],
         "updated_at": body["updated_at"],
+        "version": 1,
+        "trashed_at": None,
     }
     task.update(fields)
     return task
@@ -377,8 +379,9 @@ def test_partial_update_changes_only_what_is_sent(
         assert parse_timestamp(after["due_date"]) == parse_timestamp(changes["due_date"])
         assert_utc_timestamp(after["due_date"])
         changes = {**changes, "due_date": after["due_date"]}
-    assert after == {**before, **changes, "updated_at": after["updated_at"]}
+    assert after == {**before, **changes, "updated_at": after["updated_at"], "version": after["version"]}
     assert parse_timestamp(after["updated_at"]) > parse_timestamp(before["updated_at"])
+    assert after["version"] == before["version"] + 1
     assert get_task(client, alice, before["id"]) == after
 
 
@@ -418,6 +421,7 @@ def test_put_back_a_whole_task_object(client: TestClient, alice: Actor, users: U
         "status": "completed",
         "completed_at": after["completed_at"],
         "updated_at": after["updated_at"],
+        "version": after["version"],
     }
     assert assert_utc_timestamp(after["completed_at"]).year != 2000
     assert parse_timestamp(after["updated_at"]) > parse_timestamp(original["updated_at"])
@@ -437,12 +441,17 @@ def test_update_completed_sets_and_clears_completed_at(client: TestClient, alice
         "status": "completed",
         "completed_at": done.json()["completed_at"],
         "updated_at": done.json()["updated_at"],
+        "version": done.json()["version"],
     }
     assert_utc_timestamp(done.json()["completed_at"])
 
     reopened = update(client, alice, method, task["id"], {"completed": False})
     assert reopened.status_code == 200, reopened.text
-    assert reopened.json() == {**task, "updated_at": reopened.json()["updated_at"]}
+    assert reopened.json() == {
+        **task,
+        "updated_at": reopened.json()["updated_at"],
+        "version": reopened.json()["version"],
+    }
 
 
 @pytest.mark.parametrize("method", UPDATE_METHODS)
@@ -507,6 +516,7 @@ def test_update_accepts_limits(client: TestClient, alice: Actor, method: str) ->
         "description": "d" * 1000,
         "category": "c" * 50,
         "updated_at": response.json()["updated_at"],
+        "version": response.json()["version"],
     }
 
 
@@ -557,12 +567,13 @@ def test_complete_without_a_value_toggles(
         "completed": True,
         "status": "completed",
         **pick(done, "completed_at", "updated_at"),
+        "version": task["version"] + 1,
     }
     assert_completed(done)
     assert parse_timestamp(done["updated_at"]) > parse_timestamp(task["updated_at"])
 
     again = complete(client, alice, task["id"], headers=headers, **body)
-    assert again == {**task, "updated_at": again["updated_at"]}
+    assert again == {**task, "updated_at": again["updated_at"], "version": again["version"]}
     assert_pending(again)
     assert parse_timestamp(again["updated_at"]) > parse_timestamp(done["updated_at"])
     assert get_task(client, alice, task["id"]) == again
@@ -581,13 +592,14 @@ def test_complete_true_sets_and_is_idempotent(client: TestClient, alice: Actor) 
         "completed": True,
         "status": "completed",
         **pick(done, "completed_at", "updated_at"),
+        "version": task["version"] + 1,
     }
     assert_completed(done)
 
     still = complete(client, alice, task["id"], json={"completed": True})
     assert_completed(still)
     assert still["completed_at"] == done["completed_at"]
-    assert still == {**done, "updated_at": still["updated_at"]}
+    assert still == {**done, "updated_at": still["updated_at"], "version": still["version"]}
 
 
 def test_complete_false_reopens(client: TestClient, alice: Actor) -> None:
@@ -601,11 +613,12 @@ def test_complete_false_reopens(client: TestClient, alice: Actor) -> None:
         "status": "pending",
         "completed_at": None,
         "updated_at": reopened["updated_at"],
+        "version": reopened["version"],
     }
     assert_pending(reopened)
 
     still = complete(client, alice, task["id"], json={"completed": False})
-    assert still == {**reopened, "updated_at": still["updated_at"]}
+    assert still == {**reopened, "updated_at": still["updated_at"], "version": still["version"]}
     assert get_task(client, alice, task["id"]) == still
 
 

@@ -2,12 +2,36 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, date, datetime, time
 from enum import StrEnum
-from typing import Annotated, Literal
+from functools import lru_cache
+from typing import Annotated, Any, Literal, get_args
+from zoneinfo import ZoneInfo, available_timezones
 
-from pydantic import AfterValidator, BeforeValidator, StringConstraints, computed_field, field_validator
-from sqlalchemy import BigInteger, CheckConstraint, Column, ForeignKey, Index, Integer, String
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    StringConstraints,
+    ValidationInfo,
+    computed_field,
+    field_validator,
+    model_validator,
+)
+from pydantic import Field as QueryField
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    ColumnClause,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    literal_column,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 from todo_api.db import UTCDateTime, utcnow
@@ -71,12 +95,102 @@ class TaskCompletion(SQLModel):
     completed: bool | None = None
 
 
+LIVE = text("trashed_at IS NULL")
+TRASHED = text("trashed_at IS NOT NULL")
+PRIORITY_RANK: ColumnClause[int] = literal_column(
+    "CASE priority WHEN 'high' THEN 3 WHEN 'medium' THEN 2 ELSE 1 END", Integer()
+)
+"""high > medium > low, as literal SQL so the expression index on it matches the queries on every backend."""
+
+
 class Task(SQLModel, table=True):
     __tablename__ = "tasks"
+    # Kept in step with the migrations (alembic/versions). Most indexes are partial over the live tasks
+    # (trashed_at IS NULL): every list and count of live tasks then reads the index alone.
     __table_args__ = (
         CheckConstraint("priority IN ('low', 'medium', 'high')", name="priority"),
-        # The default listing (one user's tasks, newest first); also serves every lookup by user_id.
-        Index("ix_tasks_user_id_created_at", "user_id", "created_at", "id"),
+        Index(
+            "ix_tasks_live_user_id_created_at",
+            "user_id",
+            "created_at",
+            "id",
+            postgresql_where=LIVE,
+            sqlite_where=LIVE,
+        ),
+        # Sync (`updated_since`, which includes the trash), sort by updated_at, and every lookup by user_id.
+        Index("ix_tasks_user_id_updated_at", "user_id", "updated_at", "id"),
+        # Due date, soonest first and undated last (on SQLite also latest first: NULLs sort lowest there).
+        Index(
+            "ix_tasks_live_user_id_due_date",
+            "user_id",
+            "due_date",
+            "id",
+            postgresql_where=LIVE,
+            sqlite_where=LIVE,
+        ),
+        # PostgreSQL sorts NULLs highest, so latest first with undated tasks last needs its own order.
+        Index(
+            "ix_tasks_live_user_id_due_date_desc",
+            "user_id",
+            text("due_date DESC NULLS LAST"),
+            text("id DESC"),
+            postgresql_where=LIVE,
+        ).ddl_if(dialect="postgresql"),
+        Index(
+            "ix_tasks_live_user_id_priority_rank",
+            "user_id",
+            PRIORITY_RANK,
+            "id",
+            postgresql_where=LIVE,
+            sqlite_where=LIVE,
+        ),
+        # Sort by title, ignoring case (either direction).
+        Index(
+            "ix_tasks_live_user_id_title",
+            "user_id",
+            text("lower(title)"),
+            "id",
+            postgresql_where=LIVE,
+            sqlite_where=LIVE,
+        ),
+        # Pending tasks by due date: overdue, due today.
+        Index(
+            "ix_tasks_live_user_id_completed_due_date",
+            "user_id",
+            "completed",
+            "due_date",
+            postgresql_where=LIVE,
+            sqlite_where=LIVE,
+        ),
+        # The category filter (case-insensitive), with status and priority; also gives the planner statistics
+        # on lower(category).
+        Index(
+            "ix_tasks_live_user_id_category",
+            "user_id",
+            text("lower(category)"),
+            "completed",
+            "priority",
+            postgresql_where=LIVE,
+            sqlite_where=LIVE,
+        ),
+        # The trash listing and purge-trash: only trashed rows.
+        Index(
+            "ix_tasks_trashed_user_id",
+            "user_id",
+            "trashed_at",
+            postgresql_where=TRASHED,
+            sqlite_where=TRASHED,
+        ),
+        # `search` (ILIKE '%term%') on PostgreSQL; SQLite scans.
+        Index("ix_tasks_title_trgm", "title", postgresql_using="gin", postgresql_ops={"title": "gin_trgm_ops"}).ddl_if(
+            dialect="postgresql"
+        ),
+        Index(
+            "ix_tasks_description_trgm",
+            "description",
+            postgresql_using="gin",
+            postgresql_ops={"description": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
         {"sqlite_autoincrement": True},
     )
 
@@ -94,6 +208,25 @@ class Task(SQLModel, table=True):
     completed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # +1 on every change (trash and restore included); the strong ETag of the task.
+    version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
+    # Set when the task is moved to the trash; NULL for live tasks.
+    trashed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+
+
+class TaskCount(SQLModel, table=True):
+    """How many of a user's tasks are in each (category, priority, completed, trashed) bucket; `category`
+    is '' for none. Kept exact by triggers on `tasks` (see the 0002 migration), never written by the
+    application: totals and statistics read a few of these rows instead of counting 100,000 tasks."""
+
+    __tablename__ = "task_counts"
+
+    user_id: str = Field(sa_column=Column(String(255), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True))
+    category: str = Field(primary_key=True, max_length=50)
+    priority: str = Field(primary_key=True, max_length=10)
+    completed: bool = Field(primary_key=True)
+    trashed: bool = Field(primary_key=True)
+    n: int
 
 
 class TaskPublic(SQLModel):
@@ -108,8 +241,181 @@ class TaskPublic(SQLModel):
     completed_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    version: int
+    trashed_at: datetime | None
 
     @computed_field  # type: ignore[prop-decorator]
     @property
     def status(self) -> Literal["pending", "completed"]:
         return "completed" if self.completed else "pending"
+
+
+# --- Listing, statistics and bulk requests ---
+
+MAX_PAGE_SIZE = 500
+DEFAULT_PAGE_SIZE = 100
+MAX_OFFSET = 2**31 - 1
+MAX_BULK_IDS = 500
+
+
+@lru_cache(maxsize=1)
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones() | {"UTC"})
+
+
+def _known_zone(name: str) -> str:
+    # Checked against the IANA list rather than handed to ZoneInfo, which would also try odd file paths.
+    if name not in _zone_names():
+        raise ValueError("unknown time zone; use an IANA name such as Europe/Berlin or UTC")
+    return name
+
+
+def _blank_is_utc(value: object) -> object:
+    return "UTC" if isinstance(value, str) and not value.strip() else value
+
+
+TimeZoneName = Annotated[
+    str, BeforeValidator(_blank_is_utc), StringConstraints(strip_whitespace=True), AfterValidator(_known_zone)
+]
+"""An IANA time zone name (`Europe/Berlin`, `UTC`)."""
+
+_DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
+# An unencoded "+" in a query string arrives as a space: "2026-05-01T09:00:00 02:00".
+_SPACE_FOR_PLUS = re.compile(r"(T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?) (\d{2}(?::?\d{2})?)$")
+
+
+def parse_moment(value: str, zone: ZoneInfo) -> datetime:
+    """An ISO-8601 date-time (naive = UTC) or a date (the start of that day in `zone`), as aware UTC."""
+    text = _SPACE_FOR_PLUS.sub(r"\1+\2", value.strip())
+    try:
+        if _DATE_ONLY.fullmatch(text):
+            moment = datetime.combine(date.fromisoformat(text), time(), tzinfo=zone)
+        else:
+            moment = datetime.fromisoformat(text)
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ValueError("must be an ISO-8601 date-time or a date (YYYY-MM-DD)") from None
+
+
+SortField = Literal["created_at", "updated_at", "due_date", "priority", "title", "completed_at"]
+_SORT_FIELDS = {name.replace("_", ""): name for name in get_args(SortField)}
+
+
+def _sort_field(value: object) -> object:
+    # created_at, createdAt (the seeds' spelling) and CreatedAt all name the same field.
+    if isinstance(value, str):
+        return _SORT_FIELDS.get(value.replace("_", "").lower(), value)
+    return value
+
+
+def _lower(value: object) -> object:
+    return value.strip().lower() if isinstance(value, str) else value
+
+
+def _split_priorities(value: object) -> object:
+    # `priority=low,high` and `priority=low&priority=high` alike.
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list):
+        return [item.strip().lower() for part in value for item in str(part).split(",") if item.strip()]
+    return value
+
+
+class TaskQuery(BaseModel):
+    """`GET /api/{user_id}/tasks` query parameters. An empty value is the same as leaving one out."""
+
+    tz: TimeZoneName = QueryField(default="UTC", description="IANA time zone of date-only values")
+    status: Annotated[Literal["pending", "completed", "all"] | None, BeforeValidator(_lower)] = None
+    completed: bool | None = QueryField(default=None, description="Same as status=completed / pending")
+    priority: Annotated[list[Priority], BeforeValidator(_split_priorities)] = QueryField(
+        default=[], description="Any of these; comma-separated or repeated"
+    )
+    category: Category | None = QueryField(default=None, description="Exact match, ignoring case")
+    overdue: bool | None = QueryField(default=None, description="true: pending and due before now")
+    due_after: datetime | None = QueryField(
+        default=None, description="Due at or after: ISO-8601 date-time, or a date (start of that day in tz)"
+    )
+    due_before: datetime | None = QueryField(default=None, description="Due before (same forms as due_after)")
+    updated_since: datetime | None = QueryField(
+        default=None, description="Changed at or after this moment, tasks trashed since then included (sync)"
+    )
+    search: Annotated[str, StringConstraints(max_length=1000), NoNul] | None = QueryField(
+        default=None, description="Case-insensitive substring of title or description, taken literally"
+    )
+    trashed: bool | None = QueryField(default=None, description="true: list the trash instead")
+    sort_by: Annotated[SortField, BeforeValidator(_sort_field)] = QueryField(
+        default="created_at", description="Also in camelCase (dueDate); empty values sort last"
+    )
+    sort_order: Annotated[Literal["asc", "desc"], BeforeValidator(_lower)] = "desc"
+    limit: int = QueryField(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    offset: int = QueryField(default=0, ge=0, le=MAX_OFFSET)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_is_absent(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            return {key: value for key, value in data.items() if value not in ("", [], [""])}
+        return data
+
+    @field_validator("due_after", "due_before", "updated_since", mode="before")
+    @classmethod
+    def _moment(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        return parse_moment(value, ZoneInfo(info.data.get("tz", "UTC")))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TaskQuery:
+        if self.status in ("pending", "completed") and self.completed is not None:
+            if (self.status == "completed") != self.completed:
+                completed = str(self.completed).lower()
+                raise ValueError(f"status={self.status} contradicts completed={completed}; send one of them")
+        if self.overdue and self.completed_filter is True:
+            raise ValueError("overdue=true matches pending tasks only; it contradicts a completed filter")
+        if self.due_after is not None and self.due_before is not None and self.due_after >= self.due_before:
+            raise ValueError("due_after must be earlier than due_before")
+        return self
+
+    @property
+    def completed_filter(self) -> bool | None:
+        """True or False when the caller filters on completion (by `status` or `completed`), else None."""
+        if self.status in ("pending", "completed"):
+            return self.status == "completed"
+        return self.completed
+
+
+class PriorityCounts(BaseModel):
+    low: int
+    medium: int
+    high: int
+
+
+class TaskStats(BaseModel):
+    total: int
+    pending: int
+    completed: int
+    overdue: int
+    due_today: int
+    completion_rate: float
+    by_priority: PriorityCounts
+    by_category: dict[str, int]
+
+
+class BulkAction(StrEnum):
+    complete = "complete"
+    reopen = "reopen"
+    delete = "delete"
+    restore = "restore"
+
+
+class TaskBulk(SQLModel):
+    """`delete` moves the tasks to the trash; ids that are not the caller's are ignored like missing ones."""
+
+    action: BulkAction
+    ids: list[int] = Field(min_length=1, max_length=MAX_BULK_IDS)
+
+
+class BulkResult(SQLModel):
+    updated: int

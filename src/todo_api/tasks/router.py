@@ -1,32 +1,80 @@
-"""Routes under /api/{user_id}/tasks: each validates its input and makes one service call."""
+"""Routes under /api/{user_id}/tasks and /api/{user_id}/stats: each validates its input and makes one
+service call; the HTTP details (ETag, If-Match, If-None-Match, paging headers) are handled here."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Body, Response, status
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 
 from todo_api.auth.deps import PathOwner
 from todo_api.db import SessionDep
 from todo_api.errors import error_responses
+from todo_api.headers import etag, if_match_versions, not_modified, paging_links
 from todo_api.idempotency import IdempotencyKey, fingerprint, run_once
 from todo_api.tasks import service
-from todo_api.tasks.models import Task, TaskCompletion, TaskCreate, TaskPublic, TaskUpdate
-
-router = APIRouter(
-    prefix="/api/{user_id}/tasks", tags=["tasks"], responses=error_responses(400, 401, 404, 413, 422, 503)
+from todo_api.tasks.models import (
+    BulkResult,
+    Task,
+    TaskBulk,
+    TaskCompletion,
+    TaskCreate,
+    TaskPublic,
+    TaskQuery,
+    TaskStats,
+    TaskUpdate,
+    TimeZoneName,
 )
 
+router = APIRouter(prefix="/api/{user_id}", tags=["tasks"], responses=error_responses(400, 401, 404, 413, 422, 503))
 
-@router.get("", response_model=list[TaskPublic])
-def list_tasks(session: SessionDep, owner: PathOwner) -> Sequence[Task]:
-    """The caller's tasks, newest first."""
-    return service.list_tasks(session, owner=owner)
+_CURRENT_TASK: dict[int | str, dict[str, Any]] = {
+    status.HTTP_412_PRECONDITION_FAILED: {
+        "model": TaskPublic,
+        "description": "`If-Match` is stale: the body is the current task, its `ETag` the current version",
+    }
+}
 
 
-@router.post("", response_model=TaskPublic, status_code=status.HTTP_201_CREATED)
+def _if_match(
+    if_match: Annotated[
+        list[str] | None,
+        Header(description='Apply only if the task is still at this version: `"<version>"` (its ETag) or `*`'),
+    ] = None,
+) -> service.IfMatch:
+    return if_match_versions(if_match)
+
+
+IfMatch = Annotated[service.IfMatch, Depends(_if_match)]
+
+
+def _tagged(response: Response, task: Task) -> Task:
+    response.headers["ETag"] = etag(task.version)
+    return task
+
+
+@router.get("/tasks", response_model=list[TaskPublic])
+def list_tasks(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    owner: PathOwner,
+    query: Annotated[TaskQuery, Query()],
+) -> Sequence[Task]:
+    """The caller's tasks, filtered, sorted (newest first by default) and paged. `X-Total-Count` is the number
+    of matches; `Link` has the `next` and `prev` pages."""
+    page, total = service.list_tasks(session, owner=owner, query=query)
+    response.headers["X-Total-Count"] = str(total)
+    links = paging_links(request.url, offset=query.offset, limit=query.limit, total=total)
+    if links:
+        response.headers["Link"] = links
+    return page
+
+
+@router.post("/tasks", response_model=TaskPublic, status_code=status.HTTP_201_CREATED)
 def create_task(session: SessionDep, owner: PathOwner, data: TaskCreate, key: IdempotencyKey = None) -> Any:
     """With `Idempotency-Key`, a retry (same key and body, within 24 hours) returns the first result."""
     status_code, body = run_once(
@@ -38,37 +86,113 @@ def create_task(session: SessionDep, owner: PathOwner, data: TaskCreate, key: Id
         write=lambda: service.create_task(session, owner=owner, data=data, commit=False),
         render=lambda task: TaskPublic.model_validate(task).model_dump(mode="json"),
     )
+    return JSONResponse(body, status_code=status_code, headers={"ETag": etag(body["version"])})
+
+
+# Before /tasks/{task_id}, so "bulk" is never read as an id.
+@router.post("/tasks/bulk", response_model=BulkResult)
+def bulk_update(session: SessionDep, owner: PathOwner, data: TaskBulk, key: IdempotencyKey = None) -> Any:
+    """Complete, reopen, trash (`delete`) or restore up to 500 tasks; `updated` counts those changed.
+    With `Idempotency-Key`, a retry returns the first result."""
+    status_code, body = run_once(
+        session,
+        owner=owner,
+        key=key,
+        request_fingerprint=fingerprint("bulk_update", data.model_dump(mode="json")),
+        status_code=status.HTTP_200_OK,
+        write=lambda: service.bulk_update(session, owner=owner, action=data.action, ids=data.ids, commit=False),
+        render=lambda updated: BulkResult(updated=updated).model_dump(mode="json"),
+    )
     return JSONResponse(body, status_code=status_code)
 
 
-@router.get("/{task_id}", response_model=TaskPublic)
-def get_task(session: SessionDep, owner: PathOwner, task_id: int) -> Task:
-    return service.get_task(session, owner=owner, task_id=task_id)
+@router.get(
+    "/tasks/{task_id}",
+    response_model=TaskPublic,
+    responses={status.HTTP_304_NOT_MODIFIED: {"description": "`If-None-Match` matches the current version"}},
+)
+def get_task(
+    session: SessionDep,
+    owner: PathOwner,
+    task_id: int,
+    response: Response,
+    if_none_match: Annotated[list[str] | None, Header()] = None,
+) -> Any:
+    task = service.get_task(session, owner=owner, task_id=task_id)
+    if not_modified(if_none_match, task.version):
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag(task.version)})
+    return _tagged(response, task)
 
 
-@router.put("/{task_id}", response_model=TaskPublic)
-def replace_task(session: SessionDep, owner: PathOwner, task_id: int, data: TaskUpdate) -> Task:
+@router.put("/tasks/{task_id}", response_model=TaskPublic, responses=_CURRENT_TASK)
+def replace_task(
+    session: SessionDep,
+    owner: PathOwner,
+    task_id: int,
+    data: TaskUpdate,
+    if_match: IfMatch,
+    response: Response,
+) -> Task:
     """Accepts a partial body like PATCH, so a frontend may send back a whole task object."""
-    return service.update_task(session, owner=owner, task_id=task_id, data=data)
+    task = service.update_task(session, owner=owner, task_id=task_id, data=data, if_match=if_match)
+    return _tagged(response, task)
 
 
-@router.patch("/{task_id}", response_model=TaskPublic)
-def update_task(session: SessionDep, owner: PathOwner, task_id: int, data: TaskUpdate) -> Task:
-    return service.update_task(session, owner=owner, task_id=task_id, data=data)
+@router.patch("/tasks/{task_id}", response_model=TaskPublic, responses=_CURRENT_TASK)
+def update_task(
+    session: SessionDep,
+    owner: PathOwner,
+    task_id: int,
+    data: TaskUpdate,
+    if_match: IfMatch,
+    response: Response,
+) -> Task:
+    task = service.update_task(session, owner=owner, task_id=task_id, data=data, if_match=if_match)
+    return _tagged(response, task)
 
 
-@router.patch("/{task_id}/complete", response_model=TaskPublic)
+@router.patch("/tasks/{task_id}/complete", response_model=TaskPublic, responses=_CURRENT_TASK)
 def complete_task(
     session: SessionDep,
     owner: PathOwner,
     task_id: int,
+    if_match: IfMatch,
+    response: Response,
     data: Annotated[TaskCompletion | None, Body()] = None,
 ) -> Task:
     """No body or `{}` toggles completion; `{"completed": bool}` sets it."""
     completed = data.completed if data is not None else None
-    return service.set_completion(session, owner=owner, task_id=task_id, completed=completed)
+    task = service.set_completion(session, owner=owner, task_id=task_id, completed=completed, if_match=if_match)
+    return _tagged(response, task)
 
 
-@router.delete("/{task_id}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
-def delete_task(session: SessionDep, owner: PathOwner, task_id: int) -> None:
-    service.delete_task(session, owner=owner, task_id=task_id)
+@router.post("/tasks/{task_id}/restore", response_model=TaskPublic, responses=_CURRENT_TASK)
+def restore_task(session: SessionDep, owner: PathOwner, task_id: int, if_match: IfMatch, response: Response) -> Task:
+    """Bring a task back from the trash (404 if it is not in the trash)."""
+    return _tagged(response, service.restore_task(session, owner=owner, task_id=task_id, if_match=if_match))
+
+
+@router.delete(
+    "/tasks/{task_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=_CURRENT_TASK,
+)
+def delete_task(
+    session: SessionDep,
+    owner: PathOwner,
+    task_id: int,
+    if_match: IfMatch,
+    permanent: Annotated[bool, Query(description="Delete for good (from the trash or directly)")] = False,
+) -> None:
+    """Moves the task to the trash; `?permanent=true` deletes it for good."""
+    service.delete_task(session, owner=owner, task_id=task_id, permanent=permanent, if_match=if_match)
+
+
+@router.get("/stats", response_model=TaskStats)
+def task_stats(
+    session: SessionDep,
+    owner: PathOwner,
+    tz: Annotated[TimeZoneName, Query(description="IANA time zone that decides what 'today' is")] = "UTC",
+) -> TaskStats:
+    return service.task_stats(session, owner=owner, zone=ZoneInfo(tz))

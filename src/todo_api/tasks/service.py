@@ -3,39 +3,268 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
 
+from sqlalchemy import (
+    ColumnElement,
+    Delete,
+    Update,
+    and_,
+    case,
+    delete,
+    func,
+    literal,
+    not_,
+    null,
+    or_,
+    true,
+    update,
+)
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from todo_api.auth.deps import TASK_NOT_FOUND
 from todo_api.auth.models import User
-from todo_api.db import utcnow
-from todo_api.errors import NotFound
-from todo_api.tasks.models import Task, TaskCreate, TaskUpdate
+from todo_api.db import UTCDateTime, utcnow
+from todo_api.errors import AppError, NotFound, PreconditionFailed
+from todo_api.headers import etag
+from todo_api.tasks.models import (
+    PRIORITY_RANK,
+    BulkAction,
+    PriorityCounts,
+    SortField,
+    Task,
+    TaskCount,
+    TaskCreate,
+    TaskPublic,
+    TaskQuery,
+    TaskStats,
+    TaskUpdate,
+)
 
 MAX_ID = 2**63 - 1
+PURGE_BATCH_SIZE = 1000
+
+_LIVE = col(Task.trashed_at).is_(None)
+_TRASHED = col(Task.trashed_at).is_not(None)
+_ANY_STATE = true()
+
+IfMatch = frozenset[int] | None
+"""The versions a conditional write accepts (from `If-Match`); None means any."""
+
+
+def _of(owner: User) -> ColumnElement[bool]:
+    """The condition every task statement starts from: only this owner's rows."""
+    return col(Task.user_id) == owner.id
 
 
 def _owned_by(owner: User) -> SelectOfScalar[Task]:
-    return select(Task).where(Task.user_id == owner.id)
+    return select(Task).where(_of(owner))
+
+
+def _update_owned(owner: User) -> Update:
+    return update(Task).where(_of(owner))
+
+
+def _delete_owned(owner: User) -> Delete:
+    return delete(Task).where(_of(owner))
+
+
+def _valid_id(task_id: int) -> bool:
+    # An id no row can have (negative, beyond 64-bit) is just another missing task, never a database error.
+    return 0 < task_id <= MAX_ID
+
+
+def _find(session: Session, *, owner: User, task_id: int, state: ColumnElement[bool]) -> Task | None:
+    if not _valid_id(task_id):
+        return None
+    return session.exec(_owned_by(owner).where(col(Task.id) == task_id, state)).first()
 
 
 def _get_owned(session: Session, *, owner: User, task_id: int) -> Task:
-    # An id no row can have (negative, beyond 64-bit) is just another missing task, never a database error.
-    task = session.exec(_owned_by(owner).where(Task.id == task_id)).first() if 0 < task_id <= MAX_ID else None
+    task = _find(session, owner=owner, task_id=task_id, state=_LIVE)
     if task is None:
         raise NotFound(TASK_NOT_FOUND)
     return task
 
 
-def _set_completed(task: Task, completed: bool) -> None:
-    if completed != task.completed:
-        task.completed = completed
-        task.completed_at = utcnow() if completed else None
+def _not_applied(session: Session, *, owner: User, task_id: int, state: ColumnElement[bool]) -> AppError:
+    """Why a write matched nothing: the task is not there in that state (404, like any missing task), or
+    `If-Match` named another version (412, with the current task so the client can merge)."""
+    current = _find(session, owner=owner, task_id=task_id, state=state)
+    if current is None:
+        return NotFound(TASK_NOT_FOUND)
+    return PreconditionFailed(TaskPublic.model_validate(current), headers={"ETag": etag(current.version)})
 
 
-def list_tasks(session: Session, *, owner: User) -> Sequence[Task]:
-    return session.exec(_owned_by(owner).order_by(col(Task.created_at).desc(), col(Task.id).desc())).all()
+def _write(
+    session: Session,
+    *,
+    owner: User,
+    task_id: int,
+    state: ColumnElement[bool],
+    if_match: IfMatch,
+    values: dict[str, Any],
+    now: datetime,
+) -> Task:
+    """Change one task in a single `UPDATE ... WHERE id AND owner AND state [AND version IN (If-Match)]`, so
+    the check and the write are atomic: of two writers sending the same `If-Match`, only one can match."""
+    if not _valid_id(task_id):
+        raise NotFound(TASK_NOT_FOUND)
+    task: Task | None = None
+    if if_match is None or if_match:
+        statement = (
+            _update_owned(owner)
+            .where(col(Task.id) == task_id, state)
+            .values(**values, version=col(Task.version) + 1, updated_at=now)
+            .returning(Task)
+        )
+        if if_match is not None:
+            statement = statement.where(col(Task.version).in_(if_match))
+        task = session.exec(statement).scalars().first()
+    if task is None:
+        raise _not_applied(session, owner=owner, task_id=task_id, state=state)
+    session.commit()
+    return task
+
+
+def _now_param(now: datetime) -> ColumnElement[datetime]:
+    return literal(now, UTCDateTime())
+
+
+def _completion(completed: bool, now: datetime) -> dict[str, Any]:
+    """Set `completed`; `completed_at` changes only when the state does."""
+    return {
+        "completed": completed,
+        "completed_at": case(
+            (col(Task.completed) == completed, col(Task.completed_at)),
+            else_=_now_param(now) if completed else null(),
+        ),
+    }
+
+
+def _toggle(now: datetime) -> dict[str, Any]:
+    return {
+        "completed": not_(col(Task.completed)),
+        "completed_at": case((col(Task.completed), null()), else_=_now_param(now)),
+    }
+
+
+# --- Listing ---
+
+_SORT_COLUMNS: dict[str, Any] = {
+    "created_at": col(Task.created_at),
+    "updated_at": col(Task.updated_at),
+    "due_date": col(Task.due_date),
+    "priority": PRIORITY_RANK,
+    "title": func.lower(col(Task.title)),
+    "completed_at": col(Task.completed_at),
+}
+_NULLABLE_SORTS = {"due_date", "completed_at"}
+
+
+def _ordering(sort_by: SortField, *, descending: bool, nulls_last: bool = True) -> list[ColumnElement[Any]]:
+    """The sort key, then id in the same direction (so pages are stable). Nulls sort last in both directions;
+    NULLS LAST (SQL standard, PostgreSQL and SQLite >= 3.30) lets PostgreSQL walk an index for it."""
+    column = _SORT_COLUMNS[sort_by]
+    key = column.desc() if descending else column.asc()
+    if sort_by in _NULLABLE_SORTS:
+        key = key.nulls_last() if nulls_last else key.nulls_first()
+    return [key, col(Task.id).desc() if descending else col(Task.id).asc()]
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _filters(query: TaskQuery, now: datetime) -> list[ColumnElement[bool]]:
+    filters: list[ColumnElement[bool]] = []
+    if query.trashed:
+        filters.append(_TRASHED)
+    elif query.trashed is False or query.updated_since is None:
+        filters.append(_LIVE)
+    # else: a sync (`updated_since`) also reports the tasks trashed since then, by their trashed_at.
+    if query.updated_since is not None:
+        filters.append(col(Task.updated_at) >= query.updated_since)
+    completed = query.completed_filter
+    if completed is not None:
+        filters.append(col(Task.completed) == completed)
+    if query.priority:
+        filters.append(col(Task.priority).in_(sorted({p.value for p in query.priority})))
+    if query.category:
+        filters.append(func.lower(col(Task.category)) == func.lower(query.category))
+    if query.overdue is True:
+        filters.append(and_(col(Task.completed) == False, col(Task.due_date) < now))  # noqa: E712
+    elif query.overdue is False:
+        due = col(Task.due_date)
+        filters.append(or_(col(Task.completed) == True, due.is_(None), due >= now))  # noqa: E712
+    if query.due_after is not None:
+        filters.append(col(Task.due_date) >= query.due_after)
+    if query.due_before is not None:
+        filters.append(col(Task.due_date) < query.due_before)
+    if query.search:
+        pattern = f"%{_escape_like(query.search)}%"
+        # ILIKE on PostgreSQL (any letter, served by the trigram indexes); lower() LIKE on SQLite (ASCII).
+        filters.append(
+            or_(
+                col(Task.title).ilike(pattern, escape="\\"),
+                col(Task.description).ilike(pattern, escape="\\"),
+            )
+        )
+    return filters
+
+
+def _counted(query: TaskQuery) -> bool:
+    """Whether task_counts answers how many tasks match: only trash state, completion, priority, category."""
+    return (
+        query.updated_since is None
+        and query.overdue is None
+        and query.due_after is None
+        and query.due_before is None
+        and not query.search
+    )
+
+
+def _total(session: Session, *, owner: User, query: TaskQuery, filters: list[ColumnElement[bool]]) -> int:
+    if not _counted(query):
+        return session.exec(select(func.count()).where(_of(owner), *filters)).one()
+    counts = [col(TaskCount.user_id) == owner.id, col(TaskCount.trashed) == bool(query.trashed)]
+    completed = query.completed_filter
+    if completed is not None:
+        counts.append(col(TaskCount.completed) == completed)
+    if query.priority:
+        counts.append(col(TaskCount.priority).in_(sorted({p.value for p in query.priority})))
+    if query.category:
+        counts.append(func.lower(col(TaskCount.category)) == func.lower(query.category))
+    return session.exec(select(func.coalesce(func.sum(col(TaskCount.n)), 0)).where(*counts)).one()
+
+
+def list_tasks(session: Session, *, owner: User, query: TaskQuery) -> tuple[Sequence[Task], int]:
+    """One page of the owner's tasks matching `query`, and how many match in all."""
+    filters = _filters(query, utcnow())
+    total = _total(session, owner=owner, query=query, filters=filters)
+    if query.offset >= total:
+        return [], total
+    descending = query.sort_order == "desc"
+    order = _ordering(query.sort_by, descending=descending)
+    offset, limit = query.offset, min(query.limit, total - query.offset)
+    inner_order = order
+    if offset > total // 2:
+        # A deep page is read from the other end (offset 90,000 of 100,000 walks 10,000 entries, not 90,000);
+        # the outer query puts it back in the requested order.
+        inner_order = _ordering(query.sort_by, descending=not descending, nulls_last=False)
+        offset = total - offset - limit
+    # The page's ids first (from an index alone when the filters allow), then only those rows.
+    page_ids = select(col(Task.id)).where(_of(owner), *filters).order_by(*inner_order).offset(offset).limit(limit)
+    # The ids are the owner's already; scoping the outer query again only tempts SQLite into the wrong index.
+    page = session.exec(select(Task).where(col(Task.id).in_(page_ids)).order_by(*order)).all()
+    return page, total
+
+
+# --- Single tasks ---
 
 
 def get_task(session: Session, *, owner: User, task_id: int) -> Task:
@@ -63,31 +292,154 @@ def create_task(session: Session, *, owner: User, data: TaskCreate, commit: bool
     return task
 
 
-def update_task(session: Session, *, owner: User, task_id: int, data: TaskUpdate) -> Task:
-    task = _get_owned(session, owner=owner, task_id=task_id)
-    changes = data.model_dump(exclude_unset=True)
-    completed = changes.pop("completed", None)
-    if "priority" in changes:
-        changes["priority"] = changes["priority"].value
-    task.sqlmodel_update(changes)
+def update_task(session: Session, *, owner: User, task_id: int, data: TaskUpdate, if_match: IfMatch) -> Task:
+    now = utcnow()
+    values = data.model_dump(exclude_unset=True)
+    completed = values.pop("completed", None)
+    if "priority" in values:
+        values["priority"] = values["priority"].value
     if completed is not None:
-        _set_completed(task, completed)
-    task.updated_at = utcnow()
-    session.add(task)
+        values.update(_completion(completed, now))
+    return _write(session, owner=owner, task_id=task_id, state=_LIVE, if_match=if_match, values=values, now=now)
+
+
+def set_completion(session: Session, *, owner: User, task_id: int, completed: bool | None, if_match: IfMatch) -> Task:
+    """`completed=None` toggles."""
+    now = utcnow()
+    values = _toggle(now) if completed is None else _completion(completed, now)
+    return _write(session, owner=owner, task_id=task_id, state=_LIVE, if_match=if_match, values=values, now=now)
+
+
+def trash_task(session: Session, *, owner: User, task_id: int, if_match: IfMatch) -> Task:
+    now = utcnow()
+    values = {"trashed_at": now}
+    return _write(session, owner=owner, task_id=task_id, state=_LIVE, if_match=if_match, values=values, now=now)
+
+
+def restore_task(session: Session, *, owner: User, task_id: int, if_match: IfMatch) -> Task:
+    values = {"trashed_at": None}
+    return _write(session, owner=owner, task_id=task_id, state=_TRASHED, if_match=if_match, values=values, now=utcnow())
+
+
+def delete_task(session: Session, *, owner: User, task_id: int, permanent: bool, if_match: IfMatch) -> None:
+    """Move the task to the trash, or (`permanent`) delete it for good, live or trashed."""
+    if not permanent:
+        trash_task(session, owner=owner, task_id=task_id, if_match=if_match)
+        return
+    if not _valid_id(task_id):
+        raise NotFound(TASK_NOT_FOUND)
+    deleted = 0
+    if if_match is None or if_match:
+        statement = _delete_owned(owner).where(col(Task.id) == task_id)
+        if if_match is not None:
+            statement = statement.where(col(Task.version).in_(if_match))
+        deleted = session.exec(statement, execution_options={"synchronize_session": False}).rowcount
+    if not deleted:
+        raise _not_applied(session, owner=owner, task_id=task_id, state=_ANY_STATE)
     session.commit()
-    return task
 
 
-def set_completion(session: Session, *, owner: User, task_id: int, completed: bool | None) -> Task:
-    task = _get_owned(session, owner=owner, task_id=task_id)
-    _set_completed(task, not task.completed if completed is None else completed)
-    task.updated_at = utcnow()
-    session.add(task)
-    session.commit()
-    return task
+# --- Many tasks ---
 
 
-def delete_task(session: Session, *, owner: User, task_id: int) -> None:
-    task = _get_owned(session, owner=owner, task_id=task_id)
-    session.delete(task)
-    session.commit()
+def bulk_update(session: Session, *, owner: User, action: BulkAction, ids: Sequence[int], commit: bool = True) -> int:
+    """Apply `action` to the owner's tasks among `ids` in one statement; returns how many actually changed.
+    Ids that are not the owner's (or do not exist) match nothing. With `commit=False` the caller commits."""
+    wanted = sorted({task_id for task_id in ids if _valid_id(task_id)})
+    if not wanted:
+        return 0
+    now = utcnow()
+    criteria: list[ColumnElement[bool]]
+    values: dict[str, Any]
+    if action is BulkAction.complete:
+        criteria, values = [_LIVE, col(Task.completed) == False], {"completed": True, "completed_at": now}  # noqa: E712
+    elif action is BulkAction.reopen:
+        criteria, values = [_LIVE, col(Task.completed) == True], {"completed": False, "completed_at": None}  # noqa: E712
+    elif action is BulkAction.delete:
+        criteria, values = [_LIVE], {"trashed_at": now}
+    else:
+        criteria, values = [_TRASHED], {"trashed_at": None}
+    statement = (
+        _update_owned(owner)
+        .where(col(Task.id).in_(wanted), *criteria)
+        .values(**values, version=col(Task.version) + 1, updated_at=now)
+    )
+    changed = session.exec(statement, execution_options={"synchronize_session": False}).rowcount
+    if commit:
+        session.commit()
+    return changed
+
+
+def task_stats(session: Session, *, owner: User, zone: ZoneInfo) -> TaskStats:
+    """Counts over the live tasks: totals from task_counts (a few rows per user), overdue and due-today from
+    one index range over the pending tasks due before tomorrow."""
+    now = utcnow()
+    today = now.astimezone(zone).date()
+    start_of_today = datetime.combine(today, time(), tzinfo=zone).astimezone(UTC)
+    start_of_tomorrow = datetime.combine(today + timedelta(days=1), time(), tzinfo=zone).astimezone(UTC)
+
+    def total_if(condition: ColumnElement[bool]) -> ColumnElement[int]:
+        return func.sum(case((condition, col(TaskCount.n)), else_=0))
+
+    # Core select (six columns, plain rows): the ORM session's typed exec() stops at four.
+    by_category_rows = (
+        session.connection()
+        .execute(
+            sa_select(
+                col(TaskCount.category),
+                func.sum(col(TaskCount.n)),
+                total_if(col(TaskCount.completed) == True),  # noqa: E712
+                total_if(col(TaskCount.priority) == "low"),
+                total_if(col(TaskCount.priority) == "medium"),
+                total_if(col(TaskCount.priority) == "high"),
+            )
+            .where(col(TaskCount.user_id) == owner.id, col(TaskCount.trashed) == False)  # noqa: E712
+            .group_by(col(TaskCount.category))
+            .having(func.sum(col(TaskCount.n)) > 0)
+            .order_by(col(TaskCount.category))
+        )
+        .all()
+    )
+    due = col(Task.due_date)
+    overdue, due_today = session.exec(
+        select(
+            func.coalesce(func.sum(case((due < now, 1), else_=0)), 0),
+            func.coalesce(func.sum(case((due >= start_of_today, 1), else_=0)), 0),
+        ).where(_of(owner), _LIVE, col(Task.completed) == False, due < start_of_tomorrow)  # noqa: E712
+    ).one()
+
+    total = completed = low = medium = high = 0
+    by_category: dict[str, int] = {}
+    for category, *counts in by_category_rows:
+        n, done, n_low, n_medium, n_high = (int(count) for count in counts)
+        total, completed = total + n, completed + done
+        low, medium, high = low + n_low, medium + n_medium, high + n_high
+        key = category or "uncategorized"
+        by_category[key] = by_category.get(key, 0) + n
+    return TaskStats(
+        total=total,
+        pending=total - completed,
+        completed=completed,
+        overdue=int(overdue),
+        due_today=int(due_today),
+        completion_rate=completed / total if total else 0.0,
+        by_priority=PriorityCounts(low=low, medium=medium, high=high),
+        by_category=dict(sorted(by_category.items())),
+    )
+
+
+def purge_trash(session: Session, *, older_than: datetime, batch_size: int = PURGE_BATCH_SIZE) -> int:
+    """Delete, for every user, the tasks trashed before `older_than`; returns how many. Maintenance (the
+    `purge-trash` command), not a request: batches keep each transaction short."""
+    purged = 0
+    while True:
+        batch = (
+            select(Task.id).where(_TRASHED, col(Task.trashed_at) < older_than).order_by(col(Task.id)).limit(batch_size)
+        )
+        deleted = session.exec(
+            delete(Task).where(col(Task.id).in_(batch)), execution_options={"synchronize_session": False}
+        ).rowcount
+        session.commit()
+        purged += deleted
+        if deleted < batch_size:
+            return purged

@@ -1,0 +1,351 @@
+"""Latency of task listing, search, sorting, deep pages, stats and single-task reads: one user, 100,000 tasks.
+
+    uv run python bench/tasks_100k.py [POSTGRES_URL] [--tasks N] [--requests N] [--explain N] [--keep]
+
+Creates a private database on the PostgreSQL server (default postgresql://root@127.0.0.1:5432/test), migrates
+it, registers a user through the API, fills that user's tasks with a bulk INSERT, serves the real app with
+uvicorn in a subprocess and times real HTTP requests over loopback, one at a time. Prints p50/p95 per
+scenario, then EXPLAIN ANALYZE of the SQL behind the slowest scenarios (captured by running the same service
+calls in-process), and drops the database (unless --keep).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+from sqlalchemy import Engine, create_engine, event, insert, make_url, text
+from sqlmodel import Session, select
+
+from todo_api.auth.models import User
+from todo_api.config import normalize_database_url
+from todo_api.migrations import upgrade
+from todo_api.models import Task
+from todo_api.tasks import service
+from todo_api.tasks.models import TaskQuery
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SECRET = "bench-secret-that-is-at-least-32-characters-long"
+VERBS = [
+    "Write",
+    "Review",
+    "Call",
+    "Email",
+    "Plan",
+    "Fix",
+    "Buy",
+    "Book",
+    "Prepare",
+    "Update",
+    "Clean",
+    "Pay",
+]
+NOUNS = [
+    "report",
+    "invoice",
+    "dentist",
+    "groceries",
+    "slides",
+    "budget",
+    "garden",
+    "car",
+    "taxes",
+    "newsletter",
+    "roadmap",
+    "tickets",
+]
+CATEGORIES = ["work", "home", "errands", "health", "finance", "study", "travel", "family"]
+DETAILS = [
+    "before the meeting",
+    "ask Sam first",
+    "see the shared folder",
+    "urgent",
+    "when back from holiday",
+    "check last year's numbers",
+    "with receipts",
+    "draft is in the wiki",
+]
+
+
+# --- The database ---
+
+
+@contextmanager
+def private_database(server_url: str, keep: bool) -> Iterator[str]:
+    """A database of our own on the server, dropped afterwards (like tests/conftest.py)."""
+    admin_url = make_url(normalize_database_url(server_url))
+    name = f"todo_bench_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield admin_url.set(database=name).render_as_string(hide_password=False)
+    finally:
+        if keep:
+            print(f"\nkept database {name}")
+        else:
+            with admin.connect() as connection:
+                connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def fill(engine: Engine, user_id: str, count: int, seed: int = 5) -> None:
+    """`count` tasks for one user: mixed priorities, categories, due dates, 45% done, 2% in the trash."""
+    rng = random.Random(seed)
+    now = datetime.now(UTC)
+    start = now - timedelta(days=730)
+    step = timedelta(days=730) / count
+    rows: list[dict[str, Any]] = []
+    for n in range(count):
+        created = start + step * n
+        updated = min(created + timedelta(hours=rng.randint(0, 72)), now)
+        completed = rng.random() < 0.45
+        due = now + timedelta(days=rng.uniform(-120, 120)) if rng.random() < 0.65 else None
+        rows.append(
+            {
+                "user_id": user_id,
+                "title": f"{rng.choice(VERBS)} {rng.choice(NOUNS)} #{n}",
+                "description": f"{rng.choice(NOUNS)}: {rng.choice(DETAILS)}" if rng.random() < 0.5 else None,
+                "completed": completed,
+                "priority": rng.choices(["low", "medium", "high"], weights=[4, 4, 2])[0],
+                "category": rng.choice(CATEGORIES) if rng.random() < 0.85 else None,
+                "due_date": due,
+                "completed_at": updated if completed else None,
+                "created_at": created,
+                "updated_at": updated,
+                "version": rng.randint(1, 3),
+                "trashed_at": updated if rng.random() < 0.02 else None,
+            }
+        )
+    with engine.begin() as connection:
+        for offset in range(0, count, 10_000):
+            connection.execute(insert(Task), rows[offset : offset + 10_000])
+    # What autovacuum would have done by the time a user has 100,000 tasks: statistics, a visibility map, and
+    # task_counts without the dead row versions the fill left behind.
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        connection.execute(text("VACUUM ANALYZE"))
+
+
+# --- The server ---
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serve(database_url: str) -> Iterator[str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "ENVIRONMENT": "bench",
+        "BETTER_AUTH_SECRET": SECRET,
+        "BCRYPT_ROUNDS": "4",
+        "LOG_LEVEL": "WARNING",
+    }
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "todo_api.main:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=PROJECT_ROOT,
+        env=env,
+    )
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base_url}/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start")
+            time.sleep(0.1)
+        yield base_url
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+# --- Measuring ---
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def measure(
+    scenarios: dict[str, Callable[[], httpx.Response]], requests: int, warmup: int = 20
+) -> dict[str, tuple[list[float], str]]:
+    """Latencies in ms of `requests` calls per scenario, and what each returned. The scenarios take turns, one
+    request each, so a load spike on the machine hits them all alike, not whichever ran at that moment."""
+    for request in scenarios.values():
+        for _ in range(warmup):
+            request().raise_for_status()
+    samples: dict[str, list[float]] = {label: [] for label in scenarios}
+    last: dict[str, httpx.Response] = {}
+    for _ in range(requests):
+        for label, request in scenarios.items():
+            started = time.perf_counter()
+            response = request()
+            samples[label].append((time.perf_counter() - started) * 1000)
+            if response.status_code != 200:
+                raise RuntimeError(f"{label}: {response.status_code}: {response.text[:200]}")
+            last[label] = response
+    results = {}
+    for label, response in last.items():
+        body = response.json()
+        shape = f"{len(body)} of {response.headers['x-total-count']}" if isinstance(body, list) else ""
+        results[label] = (samples[label], shape)
+    return results
+
+
+LIST_SCENARIOS: dict[str, dict[str, str]] = {
+    "list: default (newest first, 100)": {},
+    "list: priority=high&status=pending&category=work": {
+        "priority": "high",
+        "status": "pending",
+        "category": "work",
+    },
+    "list: search=invoice (in 12% of tasks)": {"search": "invoice"},
+    "list: search=#4242 (selective)": {"search": "#4242"},
+    "list: sort_by=due_date (desc)": {"sort_by": "due_date"},
+    "list: sort_by=due_date&sort_order=asc": {"sort_by": "due_date", "sort_order": "asc"},
+    "list: sort_by=priority": {"sort_by": "priority"},
+    "list: sort_by=title&sort_order=asc": {"sort_by": "title", "sort_order": "asc"},
+    "list: sort_by=completed_at (no index: sorts all)": {"sort_by": "completed_at"},
+    "list: offset=90000": {"offset": "90000"},
+    "list: overdue=true": {"overdue": "true"},
+    "list: trashed=true": {"trashed": "true"},
+}
+
+
+def explain(engine: Engine, user_id: str, label: str, params: dict[str, str] | None) -> None:
+    """EXPLAIN ANALYZE every statement the service runs for this scenario."""
+    statements: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        statements.append((statement, parameters))
+
+    with Session(engine) as session:
+        user = session.exec(select(User).where(User.id == user_id)).one()
+        event.listen(engine, "before_cursor_execute", capture)
+        try:
+            if params is None:
+                service.task_stats(session, owner=user, zone=ZoneInfo("Europe/Berlin"))
+            else:
+                service.list_tasks(session, owner=user, query=TaskQuery.model_validate(params))
+        finally:
+            event.remove(engine, "before_cursor_execute", capture)
+        print(f"\n--- {label}")
+        for statement, parameters in statements:
+            plan = session.connection().exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
+            print(statement.strip())
+            print("   params:", parameters)
+            for (line,) in plan:
+                print("   ", line)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url", nargs="?", default="postgresql://root@127.0.0.1:5432/test", help="PostgreSQL server")
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--requests", type=int, default=200, help="timed requests per scenario")
+    parser.add_argument("--explain", type=int, default=3, help="EXPLAIN ANALYZE the N slowest scenarios")
+    parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    args = parser.parse_args()
+
+    with private_database(args.url, args.keep) as database_url:
+        upgrade(database_url)
+        engine = create_engine(make_url(normalize_database_url(database_url)))
+        with engine.connect() as connection:
+            server_version = connection.execute(text("SHOW server_version")).scalar_one()
+        with serve(database_url) as base_url, httpx.Client(base_url=base_url, timeout=30) as http:
+            registered = http.post(
+                "/api/auth/register",
+                json={
+                    "name": "Bench",
+                    "email": f"bench-{uuid.uuid4().hex[:8]}@example.com",
+                    "password": "a bench password that is long",
+                },
+            )
+            registered.raise_for_status()
+            user_id = registered.json()["user"]["id"]
+            http.headers["Authorization"] = f"Bearer {registered.json()['access_token']}"
+
+            started = time.perf_counter()
+            fill(engine, user_id, args.tasks)
+            print(
+                f"filled {args.tasks:,} tasks in {time.perf_counter() - started:.1f} s "
+                f"(PostgreSQL {server_version}, Python {platform.python_version()}, {os.cpu_count()} CPUs)"
+            )
+            first = http.get("/api/me/tasks", params={"limit": 1})
+            print(f"X-Total-Count (live tasks): {first.headers['x-total-count']}\n")
+
+            with engine.connect() as connection:
+                live = text("SELECT id FROM tasks WHERE user_id = :u AND trashed_at IS NULL")
+                live_ids = [row[0] for row in connection.execute(live, {"u": user_id})]
+            rng = random.Random(1)
+
+            def listing(params: dict[str, str]) -> Callable[[], httpx.Response]:
+                return lambda: http.get("/api/me/tasks", params=params)
+
+            scenarios = {label: listing(params) for label, params in LIST_SCENARIOS.items()}
+            scenarios["stats"] = lambda: http.get("/api/me/stats", params={"tz": "Europe/Berlin"})
+            # Baselines: the framework alone, then token + user lookup (every task route pays both).
+            scenarios["baseline: GET /health (no database)"] = lambda: http.get("/health")
+            scenarios["baseline: GET /api/auth/me (token + user)"] = lambda: http.get("/api/auth/me")
+            scenarios["single task GET"] = lambda: http.get(f"/api/me/tasks/{rng.choice(live_ids)}")
+
+            load_before = os.getloadavg()
+            results = measure(scenarios, args.requests)
+            load_after = os.getloadavg()
+
+        before, after = (" ".join(f"{value:.1f}" for value in load) for load in (load_before, load_after))
+        print(f"load average (1/5/15 min) before: {before}, after: {after}\n")
+        print(f"{'scenario':<52} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}  rows")
+        for label, (samples, shape) in results.items():
+            print(
+                f"{label:<52} {statistics.median(samples):8.1f} {percentile(samples, 0.95):8.1f} "
+                f"{max(samples):8.1f}  {shape}"
+            )
+
+        by_p95 = sorted(results, key=lambda label: percentile(results[label][0], 0.95), reverse=True)
+        slowest = [label for label in by_p95 if label == "stats" or label in LIST_SCENARIOS][: args.explain]
+        print("\nEXPLAIN ANALYZE of the slowest scenarios (statements as the service runs them):")
+        for label in slowest:
+            explain(engine, user_id, label, None if label == "stats" else LIST_SCENARIOS[label])
+        engine.dispose()
+
+
+if __name__ == "__main__":
+    main()
