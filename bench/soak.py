@@ -185,6 +185,14 @@ def main(argv: list[str] | None = None) -> int:
                 sampler.cancel()
 
         asyncio.run(run())
+        server_log = "".join(p.read_text(errors="replace") for p in Path(scratch).glob("server-*.log"))
+
+    # Why the server answered 503, from its own log lines (the driver's first line, no SQL or secrets).
+    reasons = Counter(
+        line.split("database unavailable: ", 1)[1][:160]
+        for line in server_log.splitlines()
+        if "database unavailable: " in line
+    )
 
     server_errors = sum(count for status, count in results.statuses.items() if status >= 500)
     total = sum(results.statuses.values())
@@ -204,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             f" trend after warm-up {_slope(settled):+.3f} MB/min"
         )
     print(f"peak database connections: {peak_connections}")
+    for reason, count in reasons.most_common(5):
+        print(f"503 reason ({count}x): {reason}")
     return 1 if server_errors or results.errors else 0
 
 
