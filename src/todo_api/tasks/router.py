@@ -3,12 +3,12 @@ service call; the HTTP details (ETag, If-Match, If-None-Match, paging headers) a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter
 
 from todo_api.auth.deps import PathOwner
 from todo_api.db import SessionDep
@@ -39,7 +39,7 @@ _CURRENT_TASK: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _if_match(
+async def _if_match(
     if_match: Annotated[
         list[str] | None,
         Header(description='Apply only if the task is still at this version: `"<version>"` (its ETag) or `*`'),
@@ -51,27 +51,37 @@ def _if_match(
 IfMatch = Annotated[service.IfMatch, Depends(_if_match)]
 
 
-def _tagged(response: Response, task: Task) -> Task:
-    response.headers["ETag"] = etag(task.version)
-    return task
+# Responses are serialized here, once, in the endpoint's own thread-pool hop: returned as objects, FastAPI
+# would validate them again against `response_model` (which stays, for the OpenAPI document) in another hop.
+_TASK_LIST = TypeAdapter(list[TaskPublic])
+
+
+def _json(
+    body: bytes | str, *, status_code: int = status.HTTP_200_OK, headers: dict[str, str] | None = None
+) -> Response:
+    return Response(body, status_code=status_code, media_type="application/json", headers=headers)
+
+
+def _task_json(task: Task) -> Response:
+    """One task, with its ETag."""
+    return _json(TaskPublic.model_validate(task).model_dump_json(), headers={"ETag": etag(task.version)})
 
 
 @router.get("/tasks", response_model=list[TaskPublic])
 def list_tasks(
     request: Request,
-    response: Response,
     session: SessionDep,
     owner: PathOwner,
     query: Annotated[TaskQuery, Query()],
-) -> Sequence[Task]:
+) -> Response:
     """The caller's tasks, filtered, sorted (newest first by default) and paged. `X-Total-Count` is the number
     of matches; `Link` has the `next` and `prev` pages."""
     page, total = service.list_tasks(session, owner=owner, query=query)
-    response.headers["X-Total-Count"] = str(total)
+    headers = {"X-Total-Count": str(total)}
     links = paging_links(request.url, offset=query.offset, limit=query.limit, total=total)
     if links:
-        response.headers["Link"] = links
-    return page
+        headers["Link"] = links
+    return _json(_TASK_LIST.dump_json(_TASK_LIST.validate_python(page, from_attributes=True)), headers=headers)
 
 
 @router.post("/tasks", response_model=TaskPublic, status_code=status.HTTP_201_CREATED)
@@ -115,13 +125,12 @@ def get_task(
     session: SessionDep,
     owner: PathOwner,
     task_id: int,
-    response: Response,
     if_none_match: Annotated[list[str] | None, Header()] = None,
-) -> Any:
+) -> Response:
     task = service.get_task(session, owner=owner, task_id=task_id)
     if not_modified(if_none_match, task.version):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag(task.version)})
-    return _tagged(response, task)
+    return _task_json(task)
 
 
 @router.put("/tasks/{task_id}", response_model=TaskPublic, responses=_CURRENT_TASK)
@@ -131,11 +140,10 @@ def replace_task(
     task_id: int,
     data: TaskUpdate,
     if_match: IfMatch,
-    response: Response,
-) -> Task:
+) -> Response:
     """Accepts a partial body like PATCH, so a frontend may send back a whole task object."""
     task = service.update_task(session, owner=owner, task_id=task_id, data=data, if_match=if_match)
-    return _tagged(response, task)
+    return _task_json(task)
 
 
 @router.patch("/tasks/{task_id}", response_model=TaskPublic, responses=_CURRENT_TASK)
@@ -145,10 +153,9 @@ def update_task(
     task_id: int,
     data: TaskUpdate,
     if_match: IfMatch,
-    response: Response,
-) -> Task:
+) -> Response:
     task = service.update_task(session, owner=owner, task_id=task_id, data=data, if_match=if_match)
-    return _tagged(response, task)
+    return _task_json(task)
 
 
 @router.patch("/tasks/{task_id}/complete", response_model=TaskPublic, responses=_CURRENT_TASK)
@@ -157,19 +164,18 @@ def complete_task(
     owner: PathOwner,
     task_id: int,
     if_match: IfMatch,
-    response: Response,
     data: Annotated[TaskCompletion | None, Body()] = None,
-) -> Task:
+) -> Response:
     """No body or `{}` toggles completion; `{"completed": bool}` sets it."""
     completed = data.completed if data is not None else None
     task = service.set_completion(session, owner=owner, task_id=task_id, completed=completed, if_match=if_match)
-    return _tagged(response, task)
+    return _task_json(task)
 
 
 @router.post("/tasks/{task_id}/restore", response_model=TaskPublic, responses=_CURRENT_TASK)
-def restore_task(session: SessionDep, owner: PathOwner, task_id: int, if_match: IfMatch, response: Response) -> Task:
+def restore_task(session: SessionDep, owner: PathOwner, task_id: int, if_match: IfMatch) -> Response:
     """Bring a task back from the trash (404 if it is not in the trash)."""
-    return _tagged(response, service.restore_task(session, owner=owner, task_id=task_id, if_match=if_match))
+    return _task_json(service.restore_task(session, owner=owner, task_id=task_id, if_match=if_match))
 
 
 @router.delete(
