@@ -130,3 +130,23 @@ def test_password_hashing_takes_this_workers_share_of_the_cpus(monkeypatch: pyte
     assert settings.password_hash_concurrency == 1
     monkeypatch.setenv("PASSWORD_HASH_CONCURRENCY", "3")
     assert settings_from_env(monkeypatch, BETTER_AUTH_SECRET=STRONG_SECRET).password_hash_concurrency == 3
+
+
+@pytest.mark.parametrize(
+    ("url", "setting", "expected"),
+    [
+        ("postgresql://u@ep-cool-1234-pooler.eu-central-1.aws.neon.tech/db?sslmode=require", None, True),
+        ("postgresql://u@ep-cool-1234.eu-central-1.aws.neon.tech/db?sslmode=require", None, False),
+        ("postgresql://u@127.0.0.1:6432/db", "true", True),
+        ("postgresql://u@db-pooler.internal/db", "false", False),
+    ],
+)
+def test_transaction_pooler_detection(
+    monkeypatch: pytest.MonkeyPatch, url: str, setting: str | None, expected: bool
+) -> None:
+    env = {"DATABASE_URL": url, "BETTER_AUTH_SECRET": STRONG_SECRET}
+    if setting is not None:
+        env["DB_TRANSACTION_POOLER"] = setting
+    else:
+        monkeypatch.delenv("DB_TRANSACTION_POOLER", raising=False)
+    assert settings_from_env(monkeypatch, **env).behind_transaction_pooler is expected

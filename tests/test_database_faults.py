@@ -369,10 +369,11 @@ def test_exhausted_pool_answers_503_after_the_pool_timeout(
     )
 
 
+@pytest.mark.parametrize("pooler", [False, True], ids=["direct", "transaction-pooler"])
 def test_slow_query_is_cut_by_the_statement_timeout_and_the_pool_recovers(
-    pg: PrivatePostgres, figures: Callable[[str, str], None]
+    pg: PrivatePostgres, figures: Callable[[str, str], None], pooler: bool
 ) -> None:
-    settings = make_settings(pg.url, DB_STATEMENT_TIMEOUT=2)
+    settings = make_settings(pg.url, DB_STATEMENT_TIMEOUT=2, DB_TRANSACTION_POOLER=pooler)
     app = create_app(settings)
     with TestClient(app) as client:
         user = register(client)
@@ -395,17 +396,22 @@ def test_slow_query_is_cut_by_the_statement_timeout_and_the_pool_recovers(
         assert [task["title"] for task in response.json()] == ["t"]
         assert app.state.engine.pool.checkedout() == 0
 
-        # The timeout lives in each transaction (SET LOCAL), never in the session, as a transaction pooler needs.
+        # Through a transaction pooler the timeout lives in each transaction (SET LOCAL), never in the session;
+        # a direct connection gets it once, as a startup parameter.
         with app.state.engine.connect() as connection:
             assert connection.exec_driver_sql("SHOW statement_timeout").scalar() == "2s"
         raw = app.state.engine.raw_connection()
         try:
             cursor = raw.cursor()
             cursor.execute("SHOW statement_timeout")
-            assert cursor.fetchone() == ("0",)
+            assert cursor.fetchone() == (("0",) if pooler else ("2s",))
         finally:
             raw.close()
-    figures("slow query", f"503 in {min(durations):.2f}-{max(durations):.2f} s (DB_STATEMENT_TIMEOUT=2), then 200")
+    mode = "transaction pooler" if pooler else "direct"
+    figures(
+        f"slow query ({mode})",
+        f"503 in {min(durations):.2f}-{max(durations):.2f} s (DB_STATEMENT_TIMEOUT=2), then 200",
+    )
 
 
 def test_no_acknowledged_write_is_lost_when_postgres_is_killed_under_load(

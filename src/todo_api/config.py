@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     DB_CONNECT_TIMEOUT: int = Field(default=5, ge=2)
     DB_POOL_TIMEOUT: float = Field(default=5, gt=0)
     DB_STATEMENT_TIMEOUT: float = Field(default=15, gt=0)
+    # Behind a transaction-mode pooler (Neon's -pooler endpoints, PgBouncer) session settings cannot be sent at
+    # connect; None: assume one when the host name says "-pooler".
+    DB_TRANSACTION_POOLER: bool | None = None
     BCRYPT_ROUNDS: int = Field(default=12, ge=4, le=31)
     # Password hashes computed at once per process; 0: this process's share of the CPUs (cores / workers).
     PASSWORD_HASH_CONCURRENCY: int = Field(default=0, ge=0)
@@ -250,6 +253,12 @@ class Settings(BaseSettings):
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         workers = int(os.environ.get("WEB_CONCURRENCY", "1") or 1)  # set by `todo-api serve --workers`
         return max(1, cores // max(1, workers))
+
+    @property
+    def behind_transaction_pooler(self) -> bool:
+        if self.DB_TRANSACTION_POOLER is not None:
+            return self.DB_TRANSACTION_POOLER
+        return "-pooler" in (urlsplit(self.DATABASE_URL).hostname or "")
 
     @property
     def is_sqlite(self) -> bool:

@@ -133,6 +133,9 @@ def _postgres_connect_args(settings: Settings) -> dict[str, Any]:
         "keepalives_interval": 10,
         "keepalives_count": 3,
     }
+    if not settings.behind_transaction_pooler:
+        # Direct connections take the statement timeout as a startup parameter: no round trip per transaction.
+        args["options"] = f"-c statement_timeout={round(settings.DB_STATEMENT_TIMEOUT * 1000)}"
     if psycopg2.extensions.libpq_version() >= 120000:
         # Data (a query, a keepalive probe) unacknowledged this long closes the connection: a black-holed
         # network fails within about DB_CONNECT_TIMEOUT instead of the kernel's ~15 minutes of retransmits.
@@ -141,13 +144,14 @@ def _postgres_connect_args(settings: Settings) -> dict[str, Any]:
 
 
 def _postgres_setup(engine: Engine, settings: Settings) -> None:
+    """Through a transaction-mode pooler, the statement timeout is set at the start of every transaction."""
+    if not settings.behind_transaction_pooler:
+        return  # sent once, at connect (`_postgres_connect_args`)
     statement_timeout_ms = round(settings.DB_STATEMENT_TIMEOUT * 1000)
 
-    # The statement timeout is set per transaction, because transaction-mode poolers (Neon's -pooler
-    # endpoints, PgBouncer) refuse the `options=-c statement_timeout=...` startup parameter and may hand each
-    # transaction a different server connection, so a session-level SET at connect would be lost or leak to
-    # other clients. The price is one extra statement (a round trip) per transaction; `ALTER ROLE ... SET
-    # statement_timeout` would be free but lives outside the code.
+    # Transaction-mode poolers (Neon's -pooler endpoints, PgBouncer) refuse the `options=-c ...` startup
+    # parameter and may hand each transaction a different server connection, so a session-level SET would be
+    # lost or leak to other clients. The price is one extra statement (a round trip) per transaction.
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {statement_timeout_ms}")
