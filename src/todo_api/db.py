@@ -185,8 +185,14 @@ def build_engine(settings: Settings, url: str | None = None) -> Engine:
     return engine
 
 
-def pool_capacity(settings: Settings) -> int:
-    return settings.DB_POOL_SIZE + settings.DB_MAX_OVERFLOW
+SQLITE_SLOTS = 4
+
+
+def database_slots(settings: Settings) -> int:
+    """How many requests may use the database at once: as many as the pool has connections. SQLite writes one
+    transaction at a time (each begins IMMEDIATE), so more would only wait in its busy loop, holding threads."""
+    capacity = settings.DB_POOL_SIZE + settings.DB_MAX_OVERFLOW
+    return min(capacity, SQLITE_SLOTS) if settings.is_sqlite else capacity
 
 
 async def _database_slot(request: Request) -> AsyncIterator[None]:
