@@ -28,3 +28,14 @@ Email = Annotated[EmailStr, BeforeValidator(_strip_lower), AfterValidator(_no_nu
 
 LoginEmail = Annotated[str, BeforeValidator(_strip_lower), StringConstraints(max_length=320), AfterValidator(_no_nul)]
 """What a login form sends: not re-validated as an address, so any unknown value is just a failed login."""
+
+
+def _not_null(value: object) -> object:
+    if value is None:
+        raise ValueError("may be omitted but not null")
+    return value
+
+
+NotNull = BeforeValidator(_not_null)
+"""For partial updates: a field may be left out (unchanged), but an explicit null is a mistake. Validators do
+not run on defaults, so this only sees values that were sent."""

@@ -5,12 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, StringConstraints, field_validator
+from pydantic import AfterValidator, StringConstraints
 from sqlalchemy import Column, ForeignKey, String
 from sqlmodel import Field, SQLModel
 
 from todo_api.db import UTCDateTime, utcnow
-from todo_api.fields import Email, LoginEmail, NoNul
+from todo_api.fields import Email, LoginEmail, NoNul, NotNull
 from todo_api.security import is_common_password
 
 PASSWORD_MIN_LENGTH = 8
@@ -172,15 +172,8 @@ class SessionPublic(SQLModel):
 
 
 class UserUpdate(SQLModel):
-    name: Name | None = None
-    email: Email | None = None
-
-    @field_validator("name", "email", mode="before")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        if value is None:
-            raise ValueError("may be omitted but not null")
-        return value
+    name: Annotated[Name | None, NotNull] = None
+    email: Annotated[Email | None, NotNull] = None
 
 
 class ChangePassword(SQLModel):

@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlmodel import Field, SQLModel
 
 from todo_api.db import UTCDateTime, utcnow
-from todo_api.fields import NoNul
+from todo_api.fields import NoNul, NotNull
 
 
 class Priority(StrEnum):
@@ -73,20 +73,12 @@ class TaskCreate(SQLModel):
 class TaskUpdate(SQLModel):
     """Every field optional (PUT and PATCH alike); absent fields stay as they are."""
 
-    title: Title | None = None
+    title: Annotated[Title | None, NotNull] = None
     description: Description | None = None
-    completed: bool | None = None
-    priority: Priority | None = None
+    completed: Annotated[bool | None, NotNull] = None
+    priority: Annotated[Priority | None, NotNull] = None
     category: Annotated[Category | None, BeforeValidator(_blank_to_none)] = None
     due_date: DueDate | None = None
-
-    @field_validator("title", "completed", "priority", mode="before")
-    @classmethod
-    def _not_null(cls, value: object) -> object:
-        # Only runs for fields that were sent: absent means "unchanged", an explicit null is a mistake.
-        if value is None:
-            raise ValueError("may be omitted but not null")
-        return value
 
 
 class TaskCompletion(SQLModel):

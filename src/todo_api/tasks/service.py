@@ -189,13 +189,7 @@ def _filters(query: TaskQuery, now: datetime) -> list[ColumnElement[bool]]:
     # else: a sync (`updated_since`) also reports the tasks trashed since then, by their trashed_at.
     if query.updated_since is not None:
         filters.append(col(Task.updated_at) >= query.updated_since)
-    completed = query.completed_filter
-    if completed is not None:
-        filters.append(col(Task.completed) == completed)
-    if query.priority:
-        filters.append(col(Task.priority).in_(sorted({p.value for p in query.priority})))
-    if query.category:
-        filters.append(func.lower(col(Task.category)) == func.lower(query.category))
+    filters.extend(_bucket_filters(Task, query))
     if query.overdue is True:
         filters.append(and_(col(Task.completed) == False, col(Task.due_date) < now))  # noqa: E712
     elif query.overdue is False:
@@ -228,17 +222,24 @@ def _counted(query: TaskQuery) -> bool:
     )
 
 
+def _bucket_filters(model: type[Task] | type[TaskCount], query: TaskQuery) -> list[ColumnElement[bool]]:
+    """The filters the per-user counts can answer as well as the tasks: completion, priority and category."""
+    filters: list[ColumnElement[bool]] = []
+    completed = query.completed_filter
+    if completed is not None:
+        filters.append(col(model.completed) == completed)
+    if query.priority:
+        filters.append(col(model.priority).in_(sorted({p.value for p in query.priority})))
+    if query.category:
+        filters.append(func.lower(col(model.category)) == func.lower(query.category))
+    return filters
+
+
 def _total(session: Session, *, owner: User, query: TaskQuery, filters: list[ColumnElement[bool]]) -> int:
     if not _counted(query):
         return session.exec(select(func.count()).where(_of(owner), *filters)).one()
     counts = [col(TaskCount.user_id) == owner.id, col(TaskCount.trashed) == bool(query.trashed)]
-    completed = query.completed_filter
-    if completed is not None:
-        counts.append(col(TaskCount.completed) == completed)
-    if query.priority:
-        counts.append(col(TaskCount.priority).in_(sorted({p.value for p in query.priority})))
-    if query.category:
-        counts.append(func.lower(col(TaskCount.category)) == func.lower(query.category))
+    counts.extend(_bucket_filters(TaskCount, query))
     return session.exec(select(func.coalesce(func.sum(col(TaskCount.n)), 0)).where(*counts)).one()
 
 
