@@ -7,6 +7,7 @@ private database created on that server for this run and dropped afterwards.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 import uuid
@@ -42,6 +43,26 @@ def _create_private_postgres(url: str) -> tuple[str, Callable[[], None]]:
         admin.dispose()
 
     return admin_url.set(database=name).render_as_string(hide_password=False), drop
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def scratch_database_url(tmp_path: Path) -> Iterator[str]:
+    """An empty private database on the backend under test (not migrated), for tests that migrate or seed it."""
+    requested = os.environ.get("TEST_DATABASE_URL", "")
+    if requested.startswith(("postgres://", "postgresql")):
+        url, drop = _create_private_postgres(requested)
+        yield url
+        drop()
+    else:
+        yield f"sqlite:///{tmp_path / 'scratch.db'}"
 
 
 @pytest.fixture(scope="session")

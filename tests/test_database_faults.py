@@ -25,7 +25,7 @@ import psycopg2
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.conftest import LiveServer, make_settings
+from tests.conftest import LiveServer, free_port, make_settings
 from tests.factories import PASSWORD, RegisteredUser, UserFactory, bearer, unique_email
 from todo_api.main import create_app
 from todo_api.migrations import upgrade
@@ -42,20 +42,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 class PrivatePostgres:
     """A throwaway PostgreSQL cluster: its own folder, its own port, stopped and started at will."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.data = root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"postgresql://root@127.0.0.1:{self.port}/todo"
 
     def _pg(self, program: str, *args: str) -> None:

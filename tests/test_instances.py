@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import _create_private_postgres
+from tests.conftest import _create_private_postgres, free_port
 from tests.factories import PASSWORD, unique_email
 from todo_api.migrations import upgrade
 
@@ -28,16 +27,9 @@ SECRET = "instances-test-secret-of-at-least-32-chars"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextmanager
 def serve(tmp_path: Path, *args: str, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    port = _free_port()
+    port = free_port()
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "BETTER_AUTH"))}
     environment.update(
         {"ENVIRONMENT": "production", "BETTER_AUTH_SECRET": SECRET, "LOG_LEVEL": "WARNING", "DOCS_ENABLED": "false"}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -13,14 +12,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 from sqlmodel import SQLModel
 
 import todo_api.models  # noqa: F401  (every table on SQLModel.metadata)
-from tests.conftest import _create_private_postgres
+from tests.conftest import free_port
 from todo_api.config import normalize_database_url
 from todo_api.migrations import downgrade, upgrade
 
@@ -33,17 +31,6 @@ def _tables(url: str) -> set[str]:
         return set(inspect(engine).get_table_names())
     finally:
         engine.dispose()
-
-
-@pytest.fixture
-def scratch_database_url(tmp_path: Path) -> object:
-    requested = os.environ.get("TEST_DATABASE_URL", "")
-    if requested.startswith(("postgres://", "postgresql")):
-        url, drop = _create_private_postgres(requested)
-        yield url
-        drop()
-    else:
-        yield f"sqlite:///{tmp_path / 'scratch.db'}"
 
 
 def test_upgrade_downgrade_upgrade(scratch_database_url: str) -> None:
@@ -88,15 +75,8 @@ def test_cli_migrate(tmp_path: Path) -> None:
     assert {"users", "tasks"} <= _tables(f"sqlite:///{tmp_path / 'cli.db'}")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def test_cli_serve_migrates_and_serves(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     with log.open("wb") as output:
         process = subprocess.Popen(

@@ -16,7 +16,6 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, insert, update
 from sqlmodel import Session, select
 
-from tests.conftest import _create_private_postgres
 from tests.factories import UserFactory
 from tests.tasks.helpers import (
     ACTOR_PAIRS,
@@ -337,17 +336,6 @@ def test_purge_trash_deletes_what_was_trashed_before_the_cutoff(
     assert trashed(client, other) == []
 
 
-@pytest.fixture
-def scratch_url(tmp_path: Path) -> Iterator[str]:
-    requested = os.environ.get("TEST_DATABASE_URL", "")
-    if requested.startswith(("postgres://", "postgresql")):
-        url, drop = _create_private_postgres(requested)
-        yield url
-        drop()
-    else:
-        yield f"sqlite:///{tmp_path / 'purge.db'}"
-
-
 def _seed(url: str) -> dict[str, int]:
     """A user with a live task and tasks trashed 40 and 10 days ago, written straight to the database."""
     upgrade(url)
@@ -392,14 +380,14 @@ def _remaining(url: str) -> set[int]:
 
 
 @pytest.fixture
-def cli_env(scratch_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
+def cli_env(scratch_database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[str]:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("DATABASE_URL", scratch_url)
+    monkeypatch.setenv("DATABASE_URL", scratch_database_url)
     monkeypatch.setenv("ENVIRONMENT", "test")
     monkeypatch.setenv("BETTER_AUTH_SECRET", "cron-secret-that-is-at-least-32-characters")
     monkeypatch.delenv("TRASH_RETENTION_DAYS", raising=False)
     get_settings.cache_clear()
-    yield scratch_url
+    yield scratch_database_url
     get_settings.cache_clear()
 
 
@@ -428,10 +416,10 @@ def test_purge_trash_days_option(cli_env: str, capsys: pytest.CaptureFixture[str
     assert exit_info.value.code == 2
 
 
-def test_purge_trash_as_cron_runs_it(scratch_url: str, tmp_path: Path) -> None:
-    ids = _seed(scratch_url)
+def test_purge_trash_as_cron_runs_it(scratch_database_url: str, tmp_path: Path) -> None:
+    ids = _seed(scratch_database_url)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "BETTER_AUTH", "ENVIRONMENT"))}
-    env.update(DATABASE_URL=scratch_url, TRASH_RETENTION_DAYS="20", LOG_LEVEL="WARNING")
+    env.update(DATABASE_URL=scratch_database_url, TRASH_RETENTION_DAYS="20", LOG_LEVEL="WARNING")
     result = subprocess.run(
         [sys.executable, "-m", "todo_api", "purge-trash"],
         cwd=tmp_path,
@@ -442,7 +430,7 @@ def test_purge_trash_as_cron_runs_it(scratch_url: str, tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout == "purged 1 task(s) trashed more than 20 day(s) ago\n"
-    assert _remaining(scratch_url) == {ids["live"], ids["ten"]}
+    assert _remaining(scratch_database_url) == {ids["live"], ids["ten"]}
 
 
 def test_purge_trash_works_on_the_default_sqlite_file(
