@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from sqlmodel import Session
 
 from tests.factories import TEST_SECRET, UserFactory
 from todo_api.config import Settings, normalize_database_url
-from todo_api.db import build_engine, get_session
+from todo_api.db import Database, build_engine, get_database
 from todo_api.main import create_app
 from todo_api.migrations import upgrade
 
@@ -122,6 +123,23 @@ def db_session(engine: Engine) -> Iterator[Session]:
     connection.close()
 
 
+class SharedSessionDatabase(Database):
+    """Every request's database work runs in the test's one session (`db_session`: its commits are
+    savepoints in a transaction rolled back after the test)."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        yield self._session
+
+
+def use_session(app: FastAPI, session: Session) -> None:
+    """Make `app` run every request's database work in `session`."""
+    app.dependency_overrides[get_database] = lambda: SharedSessionDatabase(session)
+
+
 @pytest.fixture(scope="session")
 def app(settings: Settings) -> FastAPI:
     return create_app(settings)
@@ -129,7 +147,7 @@ def app(settings: Settings) -> FastAPI:
 
 @pytest.fixture
 def client(app: FastAPI, db_session: Session) -> Iterator[TestClient]:
-    app.dependency_overrides[get_session] = lambda: db_session
+    use_session(app, db_session)
     with TestClient(app, base_url="http://testserver") as test_client:
         yield test_client
     app.dependency_overrides.clear()

@@ -27,9 +27,8 @@ from schemathesis.specs.openapi.checks import (
 )
 from sqlmodel import Session
 
-from tests.conftest import make_settings
+from tests.conftest import make_settings, use_session
 from tests.factories import TEST_SECRET, UserFactory
-from todo_api.db import get_session
 from todo_api.main import create_app
 
 USER_A = f"fuzz-a-{uuid.uuid4().hex[:8]}"
@@ -59,7 +58,7 @@ def token_for_a() -> str:
 
 @pytest.fixture
 def fuzz_app(app: FastAPI, db_session: Session) -> Iterator[FastAPI]:
-    app.dependency_overrides[get_session] = lambda: db_session
+    use_session(app, db_session)
     with TestClient(app) as client:
         victim = UserFactory(client).create()
         VICTIM.task_ids = []

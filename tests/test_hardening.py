@@ -11,10 +11,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from tests.conftest import LiveServer, make_settings
+from tests.conftest import LiveServer, make_settings, use_session
 from tests.factories import UserFactory, bearer
 from todo_api.config import Settings
-from todo_api.db import get_session
 from todo_api.main import create_app
 
 AppFactory = Callable[..., TestClient]
@@ -26,7 +25,7 @@ def app_with(database_url: str, db_session: Session) -> Iterator[AppFactory]:
 
     def build(**overrides: object) -> TestClient:
         app = create_app(make_settings(database_url, **overrides))
-        app.dependency_overrides[get_session] = lambda: db_session
+        use_session(app, db_session)
         apps.append(app)
         return TestClient(app)
 

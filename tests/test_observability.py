@@ -11,9 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from tests.conftest import make_settings
+from tests.conftest import make_settings, use_session
 from tests.factories import UserFactory
-from todo_api.db import get_session
 from todo_api.logs import JsonFormatter
 from todo_api.main import create_app
 
@@ -94,7 +93,7 @@ def test_metrics_are_off_by_default(client: TestClient) -> None:
 
 def test_metrics_count_requests_by_route(database_url: str, db_session: Session) -> None:
     app = create_app(make_settings(database_url, METRICS_ENABLED=True))
-    app.dependency_overrides[get_session] = lambda: db_session
+    use_session(app, db_session)
     with TestClient(app) as client:
         before = client.get("/metrics").text
         for _ in range(3):
@@ -148,7 +147,7 @@ def test_rate_limited_event_and_login_metrics(
     app = create_app(
         make_settings(database_url, METRICS_ENABLED=True, RATE_LIMIT_ENABLED=True, RATE_LIMIT_LOGIN_PER_EMAIL="1/hour")
     )
-    app.dependency_overrides[get_session] = lambda: db_session
+    use_session(app, db_session)
     caplog.set_level(logging.INFO, logger="todo_api.audit")
     with TestClient(app) as client:
         before = client.get("/metrics").text

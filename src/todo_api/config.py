@@ -74,6 +74,8 @@ class Settings(BaseSettings):
     DB_POOL_SIZE: int = Field(default=10, ge=1)
     DB_MAX_OVERFLOW: int = Field(default=30, ge=0)
     DB_POOL_PRE_PING: bool = True
+    # Only connections idle longer than this are probed before use (one just used is known to be alive).
+    DB_POOL_PING_IDLE: float = Field(default=1, ge=0)
     DB_POOL_RECYCLE: int = 300
     # libpq counts a connect timeout of 1 as 2, so 2 is the honest minimum.
     DB_CONNECT_TIMEOUT: int = Field(default=5, ge=2)

@@ -6,15 +6,18 @@ import functools
 import logging
 import select
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import psycopg2
 import psycopg2.extensions
 from fastapi import Depends, Request
-from sqlalchemy import DateTime, Engine, create_engine, event
+from sqlalchemy import DateTime, Engine, Table, create_engine, event
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, SQLModel
 
@@ -30,6 +33,12 @@ SQLModel.metadata.naming_convention = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+def table(model: type[SQLModel]) -> Table:
+    """A table model's Core `Table`, for hot-path statements built once with bind parameters (the ORM's own
+    statement building and row loading cost several times the round trip on a one-row query)."""
+    return model.metadata.tables[str(model.__tablename__)]
 
 
 def utcnow() -> datetime:
@@ -164,8 +173,8 @@ def build_engine(settings: Settings, url: str | None = None) -> Engine:
             url,
             # `timeout` is SQLite's busy timeout: how long a connection waits for another one's write lock.
             connect_args={"check_same_thread": False, "timeout": settings.DB_CONNECT_TIMEOUT},
-            pool_size=settings.DB_POOL_SIZE,
-            max_overflow=settings.DB_MAX_OVERFLOW,
+            pool_size=min(settings.DB_POOL_SIZE, SQLITE_CONNECTIONS),
+            max_overflow=pool_capacity(settings) - min(settings.DB_POOL_SIZE, SQLITE_CONNECTIONS),
             pool_timeout=settings.DB_POOL_TIMEOUT,
             pool_pre_ping=False,
         )
@@ -178,38 +187,76 @@ def build_engine(settings: Settings, url: str | None = None) -> Engine:
         pool_size=settings.DB_POOL_SIZE,
         max_overflow=settings.DB_MAX_OVERFLOW,
         pool_timeout=settings.DB_POOL_TIMEOUT,
-        pool_pre_ping=settings.DB_POOL_PRE_PING,
         pool_recycle=settings.DB_POOL_RECYCLE,
     )
     _postgres_setup(engine, settings)
+    if settings.DB_POOL_PRE_PING:
+        _ping_idle_connections(engine, settings.DB_POOL_PING_IDLE)
     return engine
 
 
-SQLITE_SLOTS = 4
+def _ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
+    """SQLAlchemy's `pool_pre_ping`, for connections that sat idle in the pool longer than `idle_seconds`.
 
-
-def database_slots(settings: Settings) -> int:
-    """How many requests may use the database at once: as many as the pool has connections. SQLite writes one
-    transaction at a time (each begins IMMEDIATE), so more would only wait in its busy loop, holding threads."""
-    capacity = settings.DB_POOL_SIZE + settings.DB_MAX_OVERFLOW
-    return min(capacity, SQLITE_SLOTS) if settings.is_sqlite else capacity
-
-
-async def _database_slot(request: Request) -> AsyncIterator[None]:
-    """Admission control: at most as many requests use the database at once as the pool has connections.
-
-    A request holds its connection across several thread-pool hops (dependencies, endpoint). Without this gate,
-    requests holding connections between hops and requests holding threads while waiting for a connection can
-    wait on each other until the pool times out (the stall of the well-known FastAPI template). The others wait
-    here, in the event loop, holding neither a thread nor a connection; the thread pool is sized above the pool.
+    `pool_pre_ping` costs a round trip on every checkout. A connection that answered a moment ago is alive (if the
+    server went away since, the request gets a 503 and SQLAlchemy replaces the pool's connections), so under load
+    no checkout pings, while the first request after a quiet spell (a suspended compute, a dropped NAT entry)
+    still finds a dead connection replaced within the same request: `DisconnectionError` makes the pool connect
+    anew, as pre-ping does.
     """
-    async with request.app.state.database_slots:
-        yield
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since <= idle_seconds:
+            return  # just made, or just used
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except engine.dialect.loaded_dbapi.Error as exc:
+            raise DisconnectionError("a pooled connection failed its liveness probe") from exc
 
 
-def get_session(request: Request, _slot: Annotated[None, Depends(_database_slot)]) -> Iterator[Session]:
-    with Session(request.app.state.engine, expire_on_commit=False) as session:
-        yield session
+SQLITE_CONNECTIONS = 4
 
 
-SessionDep = Annotated[Session, Depends(get_session)]
+def pool_capacity(settings: Settings) -> int:
+    """How many connections the pool may hold: DB_POOL_SIZE + DB_MAX_OVERFLOW, and at most four on SQLite, which
+    writes one transaction at a time (each begins IMMEDIATE): more would only wait in its busy loop."""
+    capacity = settings.DB_POOL_SIZE + settings.DB_MAX_OVERFLOW
+    return min(capacity, SQLITE_CONNECTIONS) if settings.is_sqlite else capacity
+
+
+class Database:
+    """Where a route does its database work: one session (one unit of work), opened and closed inside the route's
+    own, single thread-pool hop, so a request holds a connection only while that hop runs.
+
+    FastAPI runs each plain-`def` dependency and the endpoint in separate thread-pool hops, and each hop costs
+    more CPU than a small query (a session dependency alone costs two: open and close). So the routes'
+    dependencies are `async def` and do no I/O, and the endpoint opens its session here.
+
+    That is also why the thread pool and the connection pool cannot wait on each other (the stall of the
+    well-known FastAPI template at 64 concurrent requests): a thread holds a connection only while it runs, so a
+    thread waiting for a connection always waits for one that is working; the thread pool is sized above the
+    connection pool (`main.create_app`), and requests beyond it wait in the event loop, holding neither.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """The route commits what it changed; whatever it did not commit is rolled back when the block ends."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+
+async def get_database(request: Request) -> Database:
+    database: Database = request.app.state.database
+    return database
+
+
+DatabaseDep = Annotated[Database, Depends(get_database)]

@@ -19,7 +19,6 @@ from sqlalchemy import Column, ForeignKey, String, Text, delete
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from todo_api.auth.models import User
 from todo_api.db import UTCDateTime, utcnow
 from todo_api.errors import UnprocessableEntity
 
@@ -65,10 +64,10 @@ def _replay(record: IdempotencyRecord, request_fingerprint: str) -> tuple[int, A
     return record.status_code, json.loads(record.response_body)
 
 
-def _find(session: Session, *, owner: User, key: str) -> IdempotencyRecord | None:
+def _find(session: Session, *, owner_id: str, key: str) -> IdempotencyRecord | None:
     return session.exec(
         select(IdempotencyRecord).where(
-            IdempotencyRecord.user_id == owner.id,
+            IdempotencyRecord.user_id == owner_id,
             IdempotencyRecord.key == key,
             col(IdempotencyRecord.created_at) > utcnow() - KEY_LIFETIME,
         )
@@ -78,7 +77,7 @@ def _find(session: Session, *, owner: User, key: str) -> IdempotencyRecord | Non
 def run_once(
     session: Session,
     *,
-    owner: User,
+    owner_id: str,
     key: str | None,
     request_fingerprint: str,
     status_code: int,
@@ -90,7 +89,7 @@ def run_once(
     Returns the status code and JSON body to answer with: the first answer's, for a retry.
     """
     key = _valid_key(key)
-    if key is not None and (record := _find(session, owner=owner, key=key)) is not None:
+    if key is not None and (record := _find(session, owner_id=owner_id, key=key)) is not None:
         return _replay(record, request_fingerprint)
     body = render(write())
     if key is not None:
@@ -98,12 +97,12 @@ def run_once(
         session.execute(
             delete(IdempotencyRecord).where(
                 col(IdempotencyRecord.created_at) <= utcnow() - KEY_LIFETIME,
-                col(IdempotencyRecord.user_id) == owner.id,
+                col(IdempotencyRecord.user_id) == owner_id,
             )
         )
         session.add(
             IdempotencyRecord(
-                user_id=owner.id,
+                user_id=owner_id,
                 key=key,
                 fingerprint=request_fingerprint,
                 status_code=status_code,
@@ -115,7 +114,7 @@ def run_once(
     except IntegrityError:
         # A concurrent request with the same key committed first: ours is undone, theirs is the answer.
         session.rollback()
-        record = _find(session, owner=owner, key=key) if key is not None else None
+        record = _find(session, owner_id=owner_id, key=key) if key is not None else None
         if record is None:
             raise
         return _replay(record, request_fingerprint)

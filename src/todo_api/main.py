@@ -16,7 +16,7 @@ from todo_api import __version__, system
 from todo_api.auth.better_auth import BetterAuth
 from todo_api.auth.router import router as auth_router
 from todo_api.config import Settings, get_settings
-from todo_api.db import build_engine, database_slots
+from todo_api.db import Database, build_engine, pool_capacity
 from todo_api.errors import install_error_handlers
 from todo_api.logs import configure_logging
 from todo_api.metrics import get_metrics
@@ -41,9 +41,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # More threads than database slots, so a request holding a connection always finds a thread.
+        # More threads than connections, so every connection can be in use (see `Database`).
         threads = anyio.to_thread.current_default_thread_limiter()
-        threads.total_tokens = max(threads.total_tokens, database_slots(settings) + EXTRA_THREADS)
+        threads.total_tokens = max(threads.total_tokens, pool_capacity(settings) + EXTRA_THREADS)
         yield
         engine.dispose()
         better_auth.close()
@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.database_slots = anyio.Semaphore(database_slots(settings))
+    app.state.database = Database(engine)
     app.state.password_hashing_slots = anyio.Semaphore(settings.password_hash_concurrency)
     app.state.rate_limiter = RateLimiter(settings)
     app.state.better_auth = better_auth

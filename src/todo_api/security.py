@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import time
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 import jwt
@@ -88,20 +91,64 @@ def create_access_token(
     return jwt.encode(claims, settings.BETTER_AUTH_SECRET, algorithm=settings.JWT_ALGORITHM), lifetime
 
 
+VERIFIED_TOKENS_CACHED = 4096
+
+
 def decode_token(token: str, *, settings: Settings) -> dict[str, Any]:
-    """Verify an HS256 token signed with the shared secret (ours or a Better Auth frontend's)."""
+    """Verify an HS256 token signed with the shared secret (ours or a Better Auth frontend's).
+
+    A client sends the same token with every request: its signature and the form of its claims are checked once
+    (`_signed_claims`, cached by the exact token), its times on every use.
+    """
     try:
-        claims: dict[str, Any] = jwt.decode(
-            token,
-            settings.BETTER_AUTH_SECRET,
-            algorithms=[settings.JWT_ALGORITHM],
-            leeway=settings.JWT_LEEWAY,
-            options={"require": ["exp", "sub"], "verify_aud": False},
-        )
+        claims = _signed_claims(token, settings.BETTER_AUTH_SECRET, settings.JWT_ALGORITHM)
     except jwt.PyJWTError as exc:
         raise InvalidToken(type(exc).__name__) from exc
+    check_times(claims, leeway=settings.JWT_LEEWAY)
+    return dict(claims)
+
+
+@lru_cache(maxsize=VERIFIED_TOKENS_CACHED)
+def _signed_claims(token: str, secret: str, algorithm: str) -> Mapping[str, Any]:
+    """The claims of a token whose signature is valid and whose `sub` and `exp` are present (errors are not
+    cached: a bad token is checked in full every time)."""
+    claims = jwt.decode(
+        token,
+        secret,
+        algorithms=[algorithm],
+        options={
+            "require": ["exp", "sub"],
+            "verify_aud": False,
+            "verify_exp": False,  # times change, the cached signature check does not: `check_times`
+            "verify_nbf": False,
+            "verify_iat": False,
+        },
+    )
     check_subject(claims)
-    return claims
+    return MappingProxyType(claims)
+
+
+def _instant(claims: Mapping[str, Any], name: str, *, required: bool = False) -> float | None:
+    value = claims.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise InvalidToken(f"bad {name}")
+    return float(value)
+
+
+def check_times(claims: Mapping[str, Any], *, leeway: float) -> None:
+    """`exp` (required) not past, `nbf` and `iat` not in the future, each give or take `leeway` seconds."""
+    now = time.time()
+    expires = _instant(claims, "exp", required=True)
+    if expires is not None and expires <= now - leeway:
+        raise InvalidToken("ExpiredSignatureError")
+    not_before = _instant(claims, "nbf")
+    if not_before is not None and not_before > now + leeway:
+        raise InvalidToken("ImmatureSignatureError")
+    issued = _instant(claims, "iat")
+    if issued is not None and issued > now + leeway:
+        raise InvalidToken("ImmatureSignatureError")
 
 
 def check_subject(claims: dict[str, Any]) -> None:

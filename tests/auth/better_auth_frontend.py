@@ -25,10 +25,9 @@ from jwt.algorithms import get_default_algorithms
 from sqlalchemy import Connection, Engine, text
 from sqlmodel import Session
 
-from tests.conftest import make_settings
+from tests.conftest import make_settings, use_session
 from tests.factories import TEST_SECRET, bearer, unique_email
 from todo_api.auth.better_auth import JWKSCache
-from todo_api.db import get_session
 from todo_api.main import create_app
 
 JWKS_PATH = "/api/auth/jwks"
@@ -188,7 +187,7 @@ class AppFactory:
             jwks = app.state.better_auth.jwks
             options: dict[str, Any] = {"ttl": jwks.ttl, "algorithms": jwks.algorithms, **jwks_options}
             app.state.better_auth.jwks = JWKSCache(jwks.url, **options)
-        app.dependency_overrides[get_session] = lambda: self.db_session
+        use_session(app, self.db_session)
         return self._stack.enter_context(TestClient(app, base_url="http://testserver"))
 
 

@@ -43,10 +43,9 @@ from tests.auth.helpers import (
     login,
     seconds_ago,
 )
-from tests.conftest import make_settings
+from tests.conftest import make_settings, use_session
 from tests.factories import PASSWORD, UserFactory, unique_email
 from todo_api.auth.models import PasswordResetToken
-from todo_api.db import get_session
 from todo_api.main import create_app
 
 MAIL_FROM = "Todo Tests <no-reply@todo.test>"
@@ -126,7 +125,7 @@ def app_client(database_url: str, db_session: Session, **overrides: Any) -> Iter
     settings: dict[str, Any] = {"PASSWORD_RESET_URL": RESET_URL, "MAIL_FROM": MAIL_FROM}
     settings.update(overrides)
     app = create_app(make_settings(database_url, **settings))
-    app.dependency_overrides[get_session] = lambda: db_session
+    use_session(app, db_session)
     with TestClient(app, base_url="http://testserver") as client:
         yield guard(client)
 

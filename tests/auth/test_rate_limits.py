@@ -13,9 +13,8 @@ import redis
 from fastapi.testclient import TestClient
 from sqlmodel import Session
 
-from tests.conftest import make_settings
+from tests.conftest import make_settings, use_session
 from tests.factories import PASSWORD, unique_email
-from todo_api.db import get_session
 from todo_api.main import create_app
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -30,7 +29,7 @@ def limited(database_url: str, db_session: Session) -> Iterator[ClientFactory]:
     def build(ip: str = "203.0.113.7", app: Any = None, **overrides: Any) -> TestClient:
         if app is None:
             app = create_app(make_settings(database_url, **{"RATE_LIMIT_ENABLED": True, **overrides}))
-            app.dependency_overrides[get_session] = lambda: db_session
+            use_session(app, db_session)
         client = TestClient(app, client=(ip, 40000))
         clients.append(client)
         return client

@@ -57,12 +57,17 @@ class TokenKind(enum.Enum):
 
 
 def token_kind(token: str) -> TokenKind:
+    """Which check a token goes to, from the `alg` its header names. Only a routing decision, so the header is
+    read with the standard library (PyJWT's strict parsing costs more than a small query); the check it goes to
+    parses and verifies the whole token strictly."""
     if token.count(".") != 2:
         return TokenKind.SESSION
+    segment = token.partition(".")[0]
     try:
-        algorithm = jwt.get_unverified_header(token).get("alg")
-    except jwt.PyJWTError:
+        header = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except ValueError:  # bad base64 (binascii.Error), bad UTF-8 or bad JSON
         return TokenKind.SHARED_SECRET  # malformed: refused by the shared-secret path like any bad token
+    algorithm = header.get("alg") if isinstance(header, dict) else None
     return TokenKind.SHARED_SECRET if algorithm == SHARED_SECRET_ALGORITHM else TokenKind.JWKS
 
 

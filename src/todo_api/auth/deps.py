@@ -1,23 +1,26 @@
 """Request dependencies: who is calling, from where, and the owner a `/api/{user_id}/...` path may address.
 
-Dependencies that only read the request are `async def`: FastAPI runs a plain `def` dependency in the thread
-pool, and each such hop costs more than the work. Those that touch the database stay `def`.
+Every dependency here is `async def` and does no I/O: FastAPI runs a plain `def` dependency in a thread-pool hop
+of its own, and each hop costs more than the work. What a dependency can prove without I/O it proves before the
+input is validated (a missing or bad shared-secret token is a 401, another user's path a 404); what needs the
+database (is the token's session still live? Better Auth's keys and tables) the route proves in its own database
+session: `caller.principal(session)`, `owner.id(session)`.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
+from sqlmodel import Session
 
 from todo_api.auth.better_auth import BetterAuth
-from todo_api.auth.models import User
-from todo_api.auth.service import Principal, principal_from_token
+from todo_api.auth.service import Principal, principal_from_token, token_subject
 from todo_api.auth.sessions import ClientInfo
-from todo_api.config import SettingsDep
-from todo_api.db import SessionDep
+from todo_api.config import Settings
 from todo_api.errors import NotFound, Unauthorized
 from todo_api.ratelimit import RateLimiter, client_ip
 
@@ -28,45 +31,75 @@ TASK_NOT_FOUND = "Task not found"
 MAX_TOKEN_LENGTH = 8192
 
 
-async def _better_auth(request: Request) -> BetterAuth:
-    better_auth: BetterAuth = request.app.state.better_auth
-    return better_auth
+@dataclass(frozen=True)
+class Caller:
+    """The bearer token a request presented: `principal()` proves it.
+
+    Missing, oversized and (for shared-secret JWTs) badly signed or expired tokens are refused before the route
+    runs; the rest (a live session, Better Auth's keys or tables) is checked by `principal()`, which every
+    authenticated route calls first in its database session, so the check shares the route's one thread-pool
+    hop and connection.
+    """
+
+    token: str
+    subject: str | None  # the user id, when the token proves it without I/O (`token_subject`)
+    settings: Settings
+    better_auth: BetterAuth
+    request_state: Any  # starlette's `request.state`: the access log reads `user_id` from it
+
+    def principal(self, session: Session) -> Principal:
+        principal = principal_from_token(
+            session, token=self.token, settings=self.settings, better_auth=self.better_auth
+        )
+        self.request_state.user_id = principal.user_id  # for the access log
+        return principal
 
 
-def get_principal(
-    request: Request,
-    session: SessionDep,
-    settings: SettingsDep,
-    better_auth: Annotated[BetterAuth, Depends(_better_auth)],
-    token: Annotated[str | None, Depends(bearer_token)],
-) -> Principal:
+async def get_caller(request: Request, token: Annotated[str | None, Depends(bearer_token)]) -> Caller:
     if not token:
         raise Unauthorized("Not authenticated")
     if len(token) > MAX_TOKEN_LENGTH:  # refused before any parsing
         raise Unauthorized()
-    principal = principal_from_token(session, token=token, settings=settings, better_auth=better_auth)
-    request.state.user_id = principal.user.id  # for the access log
-    return principal
+    state = request.app.state
+    subject = token_subject(token, settings=state.settings)
+    return Caller(
+        token=token,
+        subject=subject,
+        settings=state.settings,
+        better_auth=state.better_auth,
+        request_state=request.state,
+    )
 
 
-CurrentPrincipal = Annotated[Principal, Depends(get_principal)]
+CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-async def get_current_user(principal: CurrentPrincipal) -> User:
-    return principal.user
+@dataclass(frozen=True)
+class Owner:
+    """A caller addressing `/api/{user_id}/...`: `id()` proves the token and that `{user_id}` is the caller."""
+
+    caller: Caller
+    path_user_id: str
+
+    def id(self, session: Session) -> str:
+        """The caller's user id; `{user_id}` naming anyone else (or no one) is answered like a missing task."""
+        user_id = self.caller.principal(session).user_id
+        _check_path(self.path_user_id, user_id)
+        return user_id
 
 
-CurrentUser = Annotated[User, Depends(get_current_user)]
-
-
-async def get_path_owner(user_id: str, user: CurrentUser) -> User:
-    """`{user_id}` must be the caller (or `me`); anyone else's is answered exactly like a missing task."""
-    if user_id != "me" and user_id != user.id:
+def _check_path(path_user_id: str, user_id: str) -> None:
+    if path_user_id != "me" and path_user_id != user_id:
         raise NotFound(TASK_NOT_FOUND)
-    return user
 
 
-PathOwner = Annotated[User, Depends(get_path_owner)]
+async def get_path_owner(user_id: str, caller: CallerDep) -> Owner:
+    if caller.subject is not None:
+        _check_path(user_id, caller.subject)  # before the input is validated: someone else's path is a 404
+    return Owner(caller=caller, path_user_id=user_id)
+
+
+PathOwner = Annotated[Owner, Depends(get_path_owner)]
 
 
 async def get_client_info(request: Request) -> ClientInfo:
@@ -87,7 +120,7 @@ Limiter = Annotated[RateLimiter, Depends(get_rate_limiter)]
 async def _password_hashing_slot(request: Request) -> AsyncIterator[None]:
     """Bounds the password hashes computed at once to this process's share of the CPUs.
 
-    Declared before the session on every route that hashes, so a flood of logins waits here, in the event loop,
+    Declared before the database on every route that hashes, so a flood of logins waits here, in the event loop,
     holding neither a database slot nor a thread: everyone else's requests keep their latency.
     """
     async with request.app.state.password_hashing_slots:

@@ -1,4 +1,5 @@
-"""Routes under /api/auth: accounts, sessions and password recovery. Each makes one service call."""
+"""Routes under /api/auth: accounts, sessions and password recovery. Each opens one database session (see
+`Database`), proves the caller if the route needs one, and makes one service call."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pydantic import ValidationError
 
 from todo_api import mail
 from todo_api.auth import service, sessions
-from todo_api.auth.deps import Client, CurrentPrincipal, CurrentUser, Limiter, PasswordHashing
+from todo_api.auth.deps import CallerDep, Client, Limiter, PasswordHashing
 from todo_api.auth.models import (
     AuthResponse,
     ChangePassword,
@@ -30,7 +31,7 @@ from todo_api.auth.models import (
     UserUpdate,
 )
 from todo_api.config import SettingsDep
-from todo_api.db import SessionDep
+from todo_api.db import DatabaseDep
 from todo_api.errors import Unauthorized, error_responses
 from todo_api.ratelimit import rate_limit
 
@@ -46,8 +47,9 @@ FORGOT_PASSWORD_ANSWER = "If an account with a password exists for this email, a
     dependencies=[Depends(rate_limit("RATE_LIMIT_REGISTER")), PasswordHashing],
     responses=error_responses(400, 409, 413, 422, 429, 503),
 )
-def register(session: SessionDep, settings: SettingsDep, client: Client, data: UserRegister) -> AuthResponse:
-    return service.register_user(session, data=data, client=client, settings=settings)
+def register(db: DatabaseDep, settings: SettingsDep, client: Client, data: UserRegister) -> AuthResponse:
+    with db.session() as session:
+        return service.register_user(session, data=data, client=client, settings=settings)
 
 
 @router.post(
@@ -56,12 +58,11 @@ def register(session: SessionDep, settings: SettingsDep, client: Client, data: U
     dependencies=[Depends(rate_limit("RATE_LIMIT_LOGIN")), PasswordHashing],
     responses=error_responses(400, 401, 413, 422, 429, 503),
 )
-def login(
-    session: SessionDep, settings: SettingsDep, client: Client, limiter: Limiter, data: UserLogin
-) -> AuthResponse:
-    return service.login(
-        session, email=data.email, password=data.password, client=client, settings=settings, limiter=limiter
-    )
+def login(db: DatabaseDep, settings: SettingsDep, client: Client, limiter: Limiter, data: UserLogin) -> AuthResponse:
+    with db.session() as session:
+        return service.login(
+            session, email=data.email, password=data.password, client=client, settings=settings, limiter=limiter
+        )
 
 
 @router.post(
@@ -71,7 +72,7 @@ def login(
     responses=error_responses(400, 401, 413, 422, 429, 503),
 )
 def token(
-    session: SessionDep,
+    db: DatabaseDep,
     settings: SettingsDep,
     client: Client,
     limiter: Limiter,
@@ -82,14 +83,15 @@ def token(
         credentials = UserLogin(email=form.username, password=form.password)
     except ValidationError:
         raise Unauthorized(service.INVALID_LOGIN) from None
-    answer = service.login(
-        session,
-        email=credentials.email,
-        password=credentials.password,
-        client=client,
-        settings=settings,
-        limiter=limiter,
-    )
+    with db.session() as session:
+        answer = service.login(
+            session,
+            email=credentials.email,
+            password=credentials.password,
+            client=client,
+            settings=settings,
+            limiter=limiter,
+        )
     return Token(access_token=answer.access_token)
 
 
@@ -99,8 +101,9 @@ def token(
     dependencies=[Depends(rate_limit("RATE_LIMIT_REFRESH"))],
     responses=error_responses(400, 401, 413, 422, 429, 503),
 )
-def refresh(session: SessionDep, settings: SettingsDep, data: RefreshRequest) -> TokenPair:
-    return sessions.refresh(session, refresh_token=data.refresh_token, settings=settings)
+def refresh(db: DatabaseDep, settings: SettingsDep, data: RefreshRequest) -> TokenPair:
+    with db.session() as session:
+        return sessions.refresh(session, refresh_token=data.refresh_token, settings=settings)
 
 
 @router.post(
@@ -109,25 +112,27 @@ def refresh(session: SessionDep, settings: SettingsDep, data: RefreshRequest) ->
     response_class=Response,
     responses=error_responses(400, 401, 413, 422, 503),
 )
-def logout(
-    session: SessionDep, principal: CurrentPrincipal, data: Annotated[LogoutRequest | None, Body()] = None
-) -> None:
-    service.logout(session, principal=principal, refresh_token=data.refresh_token if data else None)
+def logout(db: DatabaseDep, caller: CallerDep, data: Annotated[LogoutRequest | None, Body()] = None) -> None:
+    with db.session() as session:
+        principal = caller.principal(session)
+        service.logout(session, principal=principal, refresh_token=data.refresh_token if data else None)
 
 
 @router.post(
     "/logout-all", status_code=status.HTTP_204_NO_CONTENT, response_class=Response, responses=error_responses(401, 503)
 )
-def logout_all(session: SessionDep, user: CurrentUser) -> None:
-    service.logout_all(session, user=user)
+def logout_all(db: DatabaseDep, caller: CallerDep) -> None:
+    with db.session() as session:
+        user = service.current_user(session, caller.principal(session))
+        service.logout_all(session, user=user)
 
 
 @router.get("/sessions", response_model=list[SessionPublic], responses=error_responses(401, 503))
-def list_sessions(session: SessionDep, principal: CurrentPrincipal) -> list[SessionPublic]:
-    return [
-        SessionPublic.model_validate(row, update={"current": row.id == principal.session_id})
-        for row in sessions.list_sessions(session, user=principal.user)
-    ]
+def list_sessions(db: DatabaseDep, caller: CallerDep) -> list[SessionPublic]:
+    with db.session() as session:
+        principal = caller.principal(session)
+        rows = sessions.list_sessions(session, user_id=principal.user_id)
+    return [SessionPublic.model_validate(row, update={"current": row.id == principal.session_id}) for row in rows]
 
 
 @router.delete(
@@ -136,18 +141,23 @@ def list_sessions(session: SessionDep, principal: CurrentPrincipal) -> list[Sess
     response_class=Response,
     responses=error_responses(401, 404, 503),
 )
-def revoke_session(session: SessionDep, user: CurrentUser, session_id: str) -> None:
-    sessions.revoke_session(session, user=user, session_id=session_id)
+def revoke_session(db: DatabaseDep, caller: CallerDep, session_id: str) -> None:
+    with db.session() as session:
+        principal = caller.principal(session)
+        sessions.revoke_session(session, user_id=principal.user_id, session_id=session_id)
 
 
 @router.get("/me", response_model=UserPublic, responses=error_responses(401, 503))
-def me(user: CurrentUser) -> User:
-    return user
+def me(db: DatabaseDep, caller: CallerDep) -> User:
+    with db.session() as session:
+        return service.current_user(session, caller.principal(session))
 
 
 @router.patch("/me", response_model=UserPublic, responses=error_responses(400, 401, 409, 413, 422, 503))
-def update_me(session: SessionDep, user: CurrentUser, data: UserUpdate) -> User:
-    return service.update_profile(session, user=user, data=data)
+def update_me(db: DatabaseDep, caller: CallerDep, data: UserUpdate) -> User:
+    with db.session() as session:
+        user = service.current_user(session, caller.principal(session))
+        return service.update_profile(session, user=user, data=data)
 
 
 @router.delete(
@@ -158,13 +168,15 @@ def update_me(session: SessionDep, user: CurrentUser, data: UserUpdate) -> User:
     responses=error_responses(400, 401, 413, 422, 503),
 )
 def delete_me(
-    session: SessionDep,
+    db: DatabaseDep,
     settings: SettingsDep,
-    user: CurrentUser,
+    caller: CallerDep,
     data: Annotated[DeleteAccount | None, Body()] = None,
 ) -> None:
     """A local account confirms with `{"password": ...}`; a Better Auth account needs no body."""
-    service.delete_account(session, user=user, password=data.password if data else None, settings=settings)
+    with db.session() as session:
+        user = service.current_user(session, caller.principal(session))
+        service.delete_account(session, user=user, password=data.password if data else None, settings=settings)
 
 
 @router.post(
@@ -174,16 +186,18 @@ def delete_me(
     responses=error_responses(400, 401, 413, 422, 503),
 )
 def change_password(
-    session: SessionDep, settings: SettingsDep, user: CurrentUser, client: Client, data: ChangePassword
+    db: DatabaseDep, settings: SettingsDep, caller: CallerDep, client: Client, data: ChangePassword
 ) -> AuthResponse:
-    return service.change_password(
-        session,
-        user=user,
-        current_password=data.current_password,
-        new_password=data.new_password,
-        client=client,
-        settings=settings,
-    )
+    with db.session() as session:
+        user = service.current_user(session, caller.principal(session))
+        return service.change_password(
+            session,
+            user=user,
+            current_password=data.current_password,
+            new_password=data.new_password,
+            client=client,
+            settings=settings,
+        )
 
 
 @router.post(
@@ -194,7 +208,7 @@ def change_password(
     responses=error_responses(400, 413, 422, 429, 503),
 )
 def forgot_password(
-    session: SessionDep,
+    db: DatabaseDep,
     settings: SettingsDep,
     limiter: Limiter,
     background: BackgroundTasks,
@@ -202,7 +216,8 @@ def forgot_password(
 ) -> Message:
     """Same answer whether or not the account exists; the email is sent after the response."""
     limiter.hit(settings.RATE_LIMIT_FORGOT_PASSWORD_PER_EMAIL, "forgot_password_email", data.email)
-    reset_token = service.create_reset_token(session, email=data.email, settings=settings)
+    with db.session() as session:
+        reset_token = service.create_reset_token(session, email=data.email, settings=settings)
     if reset_token is not None:
         background.add_task(mail.send_password_reset, settings, to=data.email, token=reset_token)
     return Message(message=FORGOT_PASSWORD_ANSWER)
@@ -215,5 +230,6 @@ def forgot_password(
     dependencies=[Depends(rate_limit("RATE_LIMIT_RESET_PASSWORD")), PasswordHashing],
     responses=error_responses(400, 413, 422, 429, 503),
 )
-def reset_password(session: SessionDep, settings: SettingsDep, data: ResetPassword) -> None:
-    service.reset_password(session, token=data.token, new_password=data.new_password, settings=settings)
+def reset_password(db: DatabaseDep, settings: SettingsDep, data: ResetPassword) -> None:
+    with db.session() as session:
+        service.reset_password(session, token=data.token, new_password=data.new_password, settings=settings)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -27,7 +28,7 @@ from todo_api.auth.models import (
 )
 from todo_api.auth.sessions import ClientInfo
 from todo_api.config import Settings
-from todo_api.db import utcnow
+from todo_api.db import table, utcnow
 from todo_api.errors import BadRequest, Conflict, Unauthorized
 from todo_api.logs import audit
 from todo_api.metrics import get_metrics
@@ -54,7 +55,7 @@ CONFIRM_WITH_PASSWORD = "Confirm the deletion with your current password"
 class Principal:
     """Who a request speaks for, and how it proved it."""
 
-    user: User
+    user_id: str
     session_id: str | None  # our tokens are bound to a session; Better Auth's are not
     token: str
     expires_at: datetime | None
@@ -230,7 +231,6 @@ def delete_account(session: Session, *, user: User, password: str | None, settin
 def logout(session: Session, *, principal: Principal, refresh_token: str | None) -> None:
     """End the session of the token used (a Better Auth token: that token alone), and a named one."""
     now = utcnow()
-    user = principal.user
     session_ids = []
     if principal.session_id is not None:
         session_ids.append(principal.session_id)
@@ -238,13 +238,13 @@ def logout(session: Session, *, principal: Principal, refresh_token: str | None)
         session.merge(
             RevokedToken(
                 token_hash=hash_token(principal.token),
-                user_id=user.id,
+                user_id=principal.user_id,
                 expires_at=principal.expires_at or now + timedelta(days=1),
             )
         )
         session.execute(delete(RevokedToken).where(col(RevokedToken.expires_at) < now))
     if refresh_token is not None:
-        named = sessions.session_of_refresh_token(session, user=user, refresh_token=refresh_token)
+        named = sessions.session_of_refresh_token(session, user_id=principal.user_id, refresh_token=refresh_token)
         if named is not None:
             session_ids.append(named)
     if session_ids:
@@ -279,22 +279,49 @@ def principal_from_token(session: Session, *, token: str, settings: Settings, be
     else:
         claims = _better_auth_claims(session, token=token, kind=kind, better_auth=better_auth)
     user = _external_user(session, token=token, claims=claims)
-    return Principal(user=user, session_id=None, token=token, expires_at=_timestamp(claims.get("exp")))
+    return Principal(user_id=user.id, session_id=None, token=token, expires_at=_timestamp(claims.get("exp")))
+
+
+def token_subject(token: str, *, settings: Settings) -> str | None:
+    """The user a token names, when that is provable without I/O: a shared-secret JWT's signature and times.
+    None for the kinds that need Better Auth's keys or tables; Unauthorized for a provably bad token."""
+    if token_kind(token) is not TokenKind.SHARED_SECRET:
+        return None
+    try:
+        subject: str = decode_token(token, settings=settings)["sub"]
+    except InvalidToken as exc:
+        raise _rejected(str(exc)) from None
+    return subject
+
+
+_sessions = table(AuthSession).c
+# Built once: this runs on every request with one of our tokens. A session row implies its user (deleting a user
+# deletes its sessions).
+_LIVE_SESSION = sa_select(_sessions.id).where(
+    _sessions.id == bindparam("session_id"),
+    _sessions.user_id == bindparam("user_id"),
+    _sessions.revoked_at.is_(None),
+)
 
 
 def _local_principal(session: Session, *, token: str, claims: dict[str, Any]) -> Principal:
-    """One of ours: its session must be live (one query for user and session); a deleted user is gone."""
+    """One of ours: its session must be live (one small query: logout takes effect at once)."""
     session_id = claims.get("sid")
     if not isinstance(session_id, str):
         raise _rejected("no_session_id")
-    user = session.exec(
-        select(User)
-        .join(AuthSession, col(AuthSession.user_id) == User.id)
-        .where(AuthSession.id == session_id, User.id == claims["sub"], col(AuthSession.revoked_at).is_(None))
-    ).first()
-    if user is None:
+    user_id: str = claims["sub"]
+    live = session.execute(_LIVE_SESSION, {"session_id": session_id, "user_id": user_id}).first()
+    if live is None:
         raise _rejected("no_live_session")
-    return Principal(user=user, session_id=session_id, token=token, expires_at=_timestamp(claims.get("exp")))
+    return Principal(user_id=user_id, session_id=session_id, token=token, expires_at=_timestamp(claims.get("exp")))
+
+
+def current_user(session: Session, principal: Principal) -> User:
+    """The caller's account, for the routes that read or change it."""
+    user = session.get(User, principal.user_id)
+    if user is None:  # deleted since the token was checked
+        raise _rejected("no_user")
+    return user
 
 
 def _rejected(reason: str, detail: str | None = None) -> Unauthorized:

@@ -83,13 +83,13 @@ def refresh(session: Session, *, refresh_token: str, settings: Settings) -> Toke
     return pair
 
 
-def revoke_session(session: Session, *, user: User, session_id: str) -> None:
+def revoke_session(session: Session, *, user_id: str, session_id: str) -> None:
     """End one of the user's live sessions (its refresh token and access tokens die); others' -> NotFound."""
     revoked = session.execute(
         update(AuthSession)
         .where(
             col(AuthSession.id) == session_id,
-            col(AuthSession.user_id) == user.id,
+            col(AuthSession.user_id) == user_id,
             col(AuthSession.revoked_at).is_(None),
         )
         .values(revoked_at=utcnow())
@@ -100,11 +100,11 @@ def revoke_session(session: Session, *, user: User, session_id: str) -> None:
     session.commit()
 
 
-def session_of_refresh_token(session: Session, *, user: User, refresh_token: str) -> str | None:
+def session_of_refresh_token(session: Session, *, user_id: str, refresh_token: str) -> str | None:
     return session.exec(
         select(AuthSession.id)
         .join(RefreshToken, col(RefreshToken.session_id) == AuthSession.id)
-        .where(RefreshToken.token_hash == hash_token(refresh_token), AuthSession.user_id == user.id)
+        .where(RefreshToken.token_hash == hash_token(refresh_token), AuthSession.user_id == user_id)
     ).first()
 
 
@@ -128,13 +128,13 @@ def void_reset_tokens(session: Session, *, user: User, now: datetime) -> None:
     )
 
 
-def list_sessions(session: Session, *, user: User) -> list[AuthSession]:
+def list_sessions(session: Session, *, user_id: str) -> list[AuthSession]:
     now = utcnow()
     return list(
         session.exec(
             select(AuthSession)
             .where(
-                AuthSession.user_id == user.id,
+                AuthSession.user_id == user_id,
                 col(AuthSession.revoked_at).is_(None),
                 col(AuthSession.expires_at) > now,
             )

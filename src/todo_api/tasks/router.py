@@ -1,5 +1,6 @@
-"""Routes under /api/{user_id}/tasks and /api/{user_id}/stats: each validates its input and makes one
-service call; the HTTP details (ETag, If-Match, If-None-Match, paging headers) are handled here."""
+"""Routes under /api/{user_id}/tasks and /api/{user_id}/stats: each validates its input, opens one database session
+(see `Database`) in which it proves the owner and makes one service call; the HTTP details
+(ETag, If-Match, If-None-Match, paging headers) are handled here."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter
+from pydantic_core import to_json
+from sqlalchemy import Row
 
 from todo_api.auth.deps import PathOwner
-from todo_api.db import SessionDep
+from todo_api.db import DatabaseDep
 from todo_api.errors import error_responses
 from todo_api.headers import etag, if_match_versions, not_modified, paging_links
 from todo_api.idempotency import IdempotencyKey, fingerprint, run_once
@@ -51,9 +54,19 @@ async def _if_match(
 IfMatch = Annotated[service.IfMatch, Depends(_if_match)]
 
 
-# Responses are serialized here, once, in the endpoint's own thread-pool hop: returned as objects, FastAPI
-# would validate them again against `response_model` (which stays, for the OpenAPI document) in another hop.
-_TASK_LIST = TypeAdapter(list[TaskPublic])
+# Responses are serialized here, once, in the endpoint's own thread-pool hop: returned as objects, FastAPI would
+# validate them again against `response_model` (which stays, for the OpenAPI document) in another hop.
+_TASK = TypeAdapter(TaskPublic)
+_PUBLIC_FIELDS = tuple(TaskPublic.model_fields)
+
+
+def _public(row: Row[Any]) -> dict[str, Any]:
+    """A row of `service.PUBLIC_COLUMNS` as TaskPublic's JSON object. The rows were just read from our own
+    tables, so they are not validated again (for a page of 100 that costs four times the query); a test holds
+    this to TaskPublic's own serialization."""
+    task = dict(zip(_PUBLIC_FIELDS, row, strict=True))
+    task["status"] = "completed" if task["completed"] else "pending"
+    return task
 
 
 def _json(
@@ -62,57 +75,68 @@ def _json(
     return Response(body, status_code=status_code, media_type="application/json", headers=headers)
 
 
-def _task_json(task: Task) -> Response:
-    """One task, with its ETag."""
-    return _json(TaskPublic.model_validate(task).model_dump_json(), headers={"ETag": etag(task.version)})
+def _task_json(task: Task | Row[Any]) -> Response:
+    """One task (an ORM object from a write, or a row from a read), with its ETag."""
+    if isinstance(task, Task):
+        body = _TASK.dump_json(_TASK.validate_python(task, from_attributes=True))
+    else:
+        body = to_json(_public(task))
+    return _json(body, headers={"ETag": etag(task.version)})
 
 
 @router.get("/tasks", response_model=list[TaskPublic])
 def list_tasks(
     request: Request,
-    session: SessionDep,
+    db: DatabaseDep,
     owner: PathOwner,
     query: Annotated[TaskQuery, Query()],
 ) -> Response:
     """The caller's tasks, filtered, sorted (newest first by default) and paged. `X-Total-Count` is the number
     of matches; `Link` has the `next` and `prev` pages."""
-    page, total = service.list_tasks(session, owner=owner, query=query)
+    with db.session() as session:
+        page, total = service.list_tasks(session, owner_id=owner.id(session), query=query)
     headers = {"X-Total-Count": str(total)}
     links = paging_links(request.url, offset=query.offset, limit=query.limit, total=total)
     if links:
         headers["Link"] = links
-    return _json(_TASK_LIST.dump_json(_TASK_LIST.validate_python(page, from_attributes=True)), headers=headers)
+    return _json(to_json([_public(row) for row in page]), headers=headers)
 
 
 @router.post("/tasks", response_model=TaskPublic, status_code=status.HTTP_201_CREATED)
-def create_task(session: SessionDep, owner: PathOwner, data: TaskCreate, key: IdempotencyKey = None) -> Any:
+def create_task(db: DatabaseDep, owner: PathOwner, data: TaskCreate, key: IdempotencyKey = None) -> Any:
     """With `Idempotency-Key`, a retry (same key and body, within 24 hours) returns the first result."""
-    status_code, body = run_once(
-        session,
-        owner=owner,
-        key=key,
-        request_fingerprint=fingerprint("create_task", data.model_dump(mode="json")),
-        status_code=status.HTTP_201_CREATED,
-        write=lambda: service.create_task(session, owner=owner, data=data, commit=False),
-        render=lambda task: TaskPublic.model_validate(task).model_dump(mode="json"),
-    )
+    with db.session() as session:
+        owner_id = owner.id(session)
+        status_code, body = run_once(
+            session,
+            owner_id=owner_id,
+            key=key,
+            request_fingerprint=fingerprint("create_task", data.model_dump(mode="json")),
+            status_code=status.HTTP_201_CREATED,
+            write=lambda: service.create_task(session, owner_id=owner_id, data=data, commit=False),
+            render=lambda task: TaskPublic.model_validate(task).model_dump(mode="json"),
+        )
     return JSONResponse(body, status_code=status_code, headers={"ETag": etag(body["version"])})
 
 
 # Before /tasks/{task_id}, so "bulk" is never read as an id.
 @router.post("/tasks/bulk", response_model=BulkResult)
-def bulk_update(session: SessionDep, owner: PathOwner, data: TaskBulk, key: IdempotencyKey = None) -> Any:
+def bulk_update(db: DatabaseDep, owner: PathOwner, data: TaskBulk, key: IdempotencyKey = None) -> Any:
     """Complete, reopen, trash (`delete`) or restore up to 500 tasks; `updated` counts those changed.
     With `Idempotency-Key`, a retry returns the first result."""
-    status_code, body = run_once(
-        session,
-        owner=owner,
-        key=key,
-        request_fingerprint=fingerprint("bulk_update", data.model_dump(mode="json")),
-        status_code=status.HTTP_200_OK,
-        write=lambda: service.bulk_update(session, owner=owner, action=data.action, ids=data.ids, commit=False),
-        render=lambda updated: BulkResult(updated=updated).model_dump(mode="json"),
-    )
+    with db.session() as session:
+        owner_id = owner.id(session)
+        status_code, body = run_once(
+            session,
+            owner_id=owner_id,
+            key=key,
+            request_fingerprint=fingerprint("bulk_update", data.model_dump(mode="json")),
+            status_code=status.HTTP_200_OK,
+            write=lambda: service.bulk_update(
+                session, owner_id=owner_id, action=data.action, ids=data.ids, commit=False
+            ),
+            render=lambda updated: BulkResult(updated=updated).model_dump(mode="json"),
+        )
     return JSONResponse(body, status_code=status_code)
 
 
@@ -122,12 +146,13 @@ def bulk_update(session: SessionDep, owner: PathOwner, data: TaskBulk, key: Idem
     responses={status.HTTP_304_NOT_MODIFIED: {"description": "`If-None-Match` matches the current version"}},
 )
 def get_task(
-    session: SessionDep,
+    db: DatabaseDep,
     owner: PathOwner,
     task_id: int,
     if_none_match: Annotated[list[str] | None, Header()] = None,
 ) -> Response:
-    task = service.get_task(session, owner=owner, task_id=task_id)
+    with db.session() as session:
+        task = service.get_task(session, owner_id=owner.id(session), task_id=task_id)
     if not_modified(if_none_match, task.version):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag(task.version)})
     return _task_json(task)
@@ -135,32 +160,34 @@ def get_task(
 
 @router.put("/tasks/{task_id}", response_model=TaskPublic, responses=_CURRENT_TASK)
 def replace_task(
-    session: SessionDep,
+    db: DatabaseDep,
     owner: PathOwner,
     task_id: int,
     data: TaskUpdate,
     if_match: IfMatch,
 ) -> Response:
     """Accepts a partial body like PATCH, so a frontend may send back a whole task object."""
-    task = service.update_task(session, owner=owner, task_id=task_id, data=data, if_match=if_match)
+    with db.session() as session:
+        task = service.update_task(session, owner_id=owner.id(session), task_id=task_id, data=data, if_match=if_match)
     return _task_json(task)
 
 
 @router.patch("/tasks/{task_id}", response_model=TaskPublic, responses=_CURRENT_TASK)
 def update_task(
-    session: SessionDep,
+    db: DatabaseDep,
     owner: PathOwner,
     task_id: int,
     data: TaskUpdate,
     if_match: IfMatch,
 ) -> Response:
-    task = service.update_task(session, owner=owner, task_id=task_id, data=data, if_match=if_match)
+    with db.session() as session:
+        task = service.update_task(session, owner_id=owner.id(session), task_id=task_id, data=data, if_match=if_match)
     return _task_json(task)
 
 
 @router.patch("/tasks/{task_id}/complete", response_model=TaskPublic, responses=_CURRENT_TASK)
 def complete_task(
-    session: SessionDep,
+    db: DatabaseDep,
     owner: PathOwner,
     task_id: int,
     if_match: IfMatch,
@@ -168,14 +195,20 @@ def complete_task(
 ) -> Response:
     """No body or `{}` toggles completion; `{"completed": bool}` sets it."""
     completed = data.completed if data is not None else None
-    task = service.set_completion(session, owner=owner, task_id=task_id, completed=completed, if_match=if_match)
+    with db.session() as session:
+        owner_id = owner.id(session)
+        task = service.set_completion(
+            session, owner_id=owner_id, task_id=task_id, completed=completed, if_match=if_match
+        )
     return _task_json(task)
 
 
 @router.post("/tasks/{task_id}/restore", response_model=TaskPublic, responses=_CURRENT_TASK)
-def restore_task(session: SessionDep, owner: PathOwner, task_id: int, if_match: IfMatch) -> Response:
+def restore_task(db: DatabaseDep, owner: PathOwner, task_id: int, if_match: IfMatch) -> Response:
     """Bring a task back from the trash (404 if it is not in the trash)."""
-    return _task_json(service.restore_task(session, owner=owner, task_id=task_id, if_match=if_match))
+    with db.session() as session:
+        task = service.restore_task(session, owner_id=owner.id(session), task_id=task_id, if_match=if_match)
+    return _task_json(task)
 
 
 @router.delete(
@@ -185,20 +218,23 @@ def restore_task(session: SessionDep, owner: PathOwner, task_id: int, if_match: 
     responses=_CURRENT_TASK,
 )
 def delete_task(
-    session: SessionDep,
+    db: DatabaseDep,
     owner: PathOwner,
     task_id: int,
     if_match: IfMatch,
     permanent: Annotated[bool, Query(description="Delete for good (from the trash or directly)")] = False,
 ) -> None:
     """Moves the task to the trash; `?permanent=true` deletes it for good."""
-    service.delete_task(session, owner=owner, task_id=task_id, permanent=permanent, if_match=if_match)
+    with db.session() as session:
+        owner_id = owner.id(session)
+        service.delete_task(session, owner_id=owner_id, task_id=task_id, permanent=permanent, if_match=if_match)
 
 
 @router.get("/stats", response_model=TaskStats)
 def task_stats(
-    session: SessionDep,
+    db: DatabaseDep,
     owner: PathOwner,
     tz: Annotated[TimeZoneName, Query(description="IANA time zone that decides what 'today' is")] = "UTC",
 ) -> TaskStats:
-    return service.task_stats(session, owner=owner, zone=ZoneInfo(tz))
+    with db.session() as session:
+        return service.task_stats(session, owner_id=owner.id(session), zone=ZoneInfo(tz))

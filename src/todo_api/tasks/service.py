@@ -10,8 +10,10 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import (
     ColumnElement,
     Delete,
+    Row,
     Update,
     and_,
+    bindparam,
     case,
     delete,
     func,
@@ -27,8 +29,7 @@ from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from todo_api.auth.deps import TASK_NOT_FOUND
-from todo_api.auth.models import User
-from todo_api.db import UTCDateTime, utcnow
+from todo_api.db import UTCDateTime, table, utcnow
 from todo_api.errors import AppError, NotFound, PreconditionFailed
 from todo_api.headers import etag
 from todo_api.tasks.models import (
@@ -48,6 +49,9 @@ from todo_api.tasks.models import (
 MAX_ID = 2**63 - 1
 PURGE_BATCH_SIZE = 1000
 
+_TASKS = table(Task)
+# The reads return plain rows of these columns, in TaskPublic's field order (the router turns them into JSON).
+PUBLIC_COLUMNS = tuple(_TASKS.c[name] for name in TaskPublic.model_fields)
 _LIVE = col(Task.trashed_at).is_(None)
 _TRASHED = col(Task.trashed_at).is_not(None)
 _ANY_STATE = true()
@@ -56,21 +60,21 @@ IfMatch = frozenset[int] | None
 """The versions a conditional write accepts (from `If-Match`); None means any."""
 
 
-def _of(owner: User) -> ColumnElement[bool]:
+def _of(owner_id: str) -> ColumnElement[bool]:
     """The condition every task statement starts from: only this owner's rows."""
-    return col(Task.user_id) == owner.id
+    return col(Task.user_id) == owner_id
 
 
-def _owned_by(owner: User) -> SelectOfScalar[Task]:
-    return select(Task).where(_of(owner))
+def _owned_by(owner_id: str) -> SelectOfScalar[Task]:
+    return select(Task).where(_of(owner_id))
 
 
-def _update_owned(owner: User) -> Update:
-    return update(Task).where(_of(owner))
+def _update_owned(owner_id: str) -> Update:
+    return update(Task).where(_of(owner_id))
 
 
-def _delete_owned(owner: User) -> Delete:
-    return delete(Task).where(_of(owner))
+def _delete_owned(owner_id: str) -> Delete:
+    return delete(Task).where(_of(owner_id))
 
 
 def _valid_id(task_id: int) -> bool:
@@ -78,23 +82,23 @@ def _valid_id(task_id: int) -> bool:
     return 0 < task_id <= MAX_ID
 
 
-def _find(session: Session, *, owner: User, task_id: int, state: ColumnElement[bool]) -> Task | None:
+def _find(session: Session, *, owner_id: str, task_id: int, state: ColumnElement[bool]) -> Task | None:
     if not _valid_id(task_id):
         return None
-    return session.exec(_owned_by(owner).where(col(Task.id) == task_id, state)).first()
+    return session.exec(_owned_by(owner_id).where(col(Task.id) == task_id, state)).first()
 
 
-def _get_owned(session: Session, *, owner: User, task_id: int) -> Task:
-    task = _find(session, owner=owner, task_id=task_id, state=_LIVE)
+def _get_owned(session: Session, *, owner_id: str, task_id: int) -> Task:
+    task = _find(session, owner_id=owner_id, task_id=task_id, state=_LIVE)
     if task is None:
         raise NotFound(TASK_NOT_FOUND)
     return task
 
 
-def _not_applied(session: Session, *, owner: User, task_id: int, state: ColumnElement[bool]) -> AppError:
+def _not_applied(session: Session, *, owner_id: str, task_id: int, state: ColumnElement[bool]) -> AppError:
     """Why a write matched nothing: the task is not there in that state (404, like any missing task), or
     `If-Match` named another version (412, with the current task so the client can merge)."""
-    current = _find(session, owner=owner, task_id=task_id, state=state)
+    current = _find(session, owner_id=owner_id, task_id=task_id, state=state)
     if current is None:
         return NotFound(TASK_NOT_FOUND)
     return PreconditionFailed(TaskPublic.model_validate(current), headers={"ETag": etag(current.version)})
@@ -103,7 +107,7 @@ def _not_applied(session: Session, *, owner: User, task_id: int, state: ColumnEl
 def _write(
     session: Session,
     *,
-    owner: User,
+    owner_id: str,
     task_id: int,
     state: ColumnElement[bool],
     if_match: IfMatch,
@@ -117,7 +121,7 @@ def _write(
     task: Task | None = None
     if if_match is None or if_match:
         statement = (
-            _update_owned(owner)
+            _update_owned(owner_id)
             .where(col(Task.id) == task_id, state)
             .values(**values, version=col(Task.version) + 1, updated_at=now)
             .returning(Task)
@@ -126,7 +130,7 @@ def _write(
             statement = statement.where(col(Task.version).in_(if_match))
         task = session.exec(statement).scalars().first()
     if task is None:
-        raise _not_applied(session, owner=owner, task_id=task_id, state=state)
+        raise _not_applied(session, owner_id=owner_id, task_id=task_id, state=state)
     session.commit()
     return task
 
@@ -235,18 +239,18 @@ def _bucket_filters(model: type[Task] | type[TaskCount], query: TaskQuery) -> li
     return filters
 
 
-def _total(session: Session, *, owner: User, query: TaskQuery, filters: list[ColumnElement[bool]]) -> int:
+def _total(session: Session, *, owner_id: str, query: TaskQuery, filters: list[ColumnElement[bool]]) -> int:
     if not _counted(query):
-        return session.exec(select(func.count()).where(_of(owner), *filters)).one()
-    counts = [col(TaskCount.user_id) == owner.id, col(TaskCount.trashed) == bool(query.trashed)]
+        return session.exec(select(func.count()).where(_of(owner_id), *filters)).one()
+    counts = [col(TaskCount.user_id) == owner_id, col(TaskCount.trashed) == bool(query.trashed)]
     counts.extend(_bucket_filters(TaskCount, query))
     return session.exec(select(func.coalesce(func.sum(col(TaskCount.n)), 0)).where(*counts)).one()
 
 
-def list_tasks(session: Session, *, owner: User, query: TaskQuery) -> tuple[Sequence[Task], int]:
+def list_tasks(session: Session, *, owner_id: str, query: TaskQuery) -> tuple[Sequence[Row[Any]], int]:
     """One page of the owner's tasks matching `query`, and how many match in all."""
     filters = _filters(query, utcnow())
-    total = _total(session, owner=owner, query=query, filters=filters)
+    total = _total(session, owner_id=owner_id, query=query, filters=filters)
     if query.offset >= total:
         return [], total
     descending = query.sort_order == "desc"
@@ -259,26 +263,37 @@ def list_tasks(session: Session, *, owner: User, query: TaskQuery) -> tuple[Sequ
         inner_order = _ordering(query.sort_by, descending=not descending, nulls_last=False)
         offset = total - offset - limit
     # The page's ids first (from an index alone when the filters allow), then only those rows.
-    page_ids = select(col(Task.id)).where(_of(owner), *filters).order_by(*inner_order).offset(offset).limit(limit)
+    page_ids = select(col(Task.id)).where(_of(owner_id), *filters).order_by(*inner_order).offset(offset).limit(limit)
     # The ids are the owner's already; scoping the outer query again only tempts SQLite into the wrong index.
-    page = session.exec(select(Task).where(col(Task.id).in_(page_ids)).order_by(*order)).all()
+    # Plain rows, not ORM objects: loading 100 entities costs more than the query.
+    page = session.execute(sa_select(*PUBLIC_COLUMNS).where(_TASKS.c.id.in_(page_ids)).order_by(*order)).all()
     return page, total
 
 
 # --- Single tasks ---
 
+# The most frequent statement, built once; rows, not ORM objects (a one-row ORM load costs more than its query).
+_GET_TASK = sa_select(*PUBLIC_COLUMNS).where(
+    _TASKS.c.id == bindparam("task_id"), _TASKS.c.user_id == bindparam("owner_id"), _TASKS.c.trashed_at.is_(None)
+)
 
-def get_task(session: Session, *, owner: User, task_id: int) -> Task:
-    return _get_owned(session, owner=owner, task_id=task_id)
+
+def get_task(session: Session, *, owner_id: str, task_id: int) -> Row[Any]:
+    row = None
+    if _valid_id(task_id):
+        row = session.execute(_GET_TASK, {"task_id": task_id, "owner_id": owner_id}).first()
+    if row is None:
+        raise NotFound(TASK_NOT_FOUND)
+    return row
 
 
-def create_task(session: Session, *, owner: User, data: TaskCreate, commit: bool = True) -> Task:
+def create_task(session: Session, *, owner_id: str, data: TaskCreate, commit: bool = True) -> Task:
     """A new task of the owner's; with `commit=False` it is only flushed (the caller commits, with more)."""
     now = utcnow()
     task = Task.model_validate(
         data,
         update={
-            "user_id": owner.id,
+            "user_id": owner_id,
             "priority": data.priority.value,
             "completed_at": now if data.completed else None,
             "created_at": now,
@@ -293,7 +308,7 @@ def create_task(session: Session, *, owner: User, data: TaskCreate, commit: bool
     return task
 
 
-def update_task(session: Session, *, owner: User, task_id: int, data: TaskUpdate, if_match: IfMatch) -> Task:
+def update_task(session: Session, *, owner_id: str, task_id: int, data: TaskUpdate, if_match: IfMatch) -> Task:
     now = utcnow()
     values = data.model_dump(exclude_unset=True)
     completed = values.pop("completed", None)
@@ -301,49 +316,51 @@ def update_task(session: Session, *, owner: User, task_id: int, data: TaskUpdate
         values["priority"] = values["priority"].value
     if completed is not None:
         values.update(_completion(completed, now))
-    return _write(session, owner=owner, task_id=task_id, state=_LIVE, if_match=if_match, values=values, now=now)
+    return _write(session, owner_id=owner_id, task_id=task_id, state=_LIVE, if_match=if_match, values=values, now=now)
 
 
-def set_completion(session: Session, *, owner: User, task_id: int, completed: bool | None, if_match: IfMatch) -> Task:
+def set_completion(session: Session, *, owner_id: str, task_id: int, completed: bool | None, if_match: IfMatch) -> Task:
     """`completed=None` toggles."""
     now = utcnow()
     values = _toggle(now) if completed is None else _completion(completed, now)
-    return _write(session, owner=owner, task_id=task_id, state=_LIVE, if_match=if_match, values=values, now=now)
+    return _write(session, owner_id=owner_id, task_id=task_id, state=_LIVE, if_match=if_match, values=values, now=now)
 
 
-def trash_task(session: Session, *, owner: User, task_id: int, if_match: IfMatch) -> Task:
+def trash_task(session: Session, *, owner_id: str, task_id: int, if_match: IfMatch) -> Task:
     now = utcnow()
     values = {"trashed_at": now}
-    return _write(session, owner=owner, task_id=task_id, state=_LIVE, if_match=if_match, values=values, now=now)
+    return _write(session, owner_id=owner_id, task_id=task_id, state=_LIVE, if_match=if_match, values=values, now=now)
 
 
-def restore_task(session: Session, *, owner: User, task_id: int, if_match: IfMatch) -> Task:
+def restore_task(session: Session, *, owner_id: str, task_id: int, if_match: IfMatch) -> Task:
     values = {"trashed_at": None}
-    return _write(session, owner=owner, task_id=task_id, state=_TRASHED, if_match=if_match, values=values, now=utcnow())
+    return _write(
+        session, owner_id=owner_id, task_id=task_id, state=_TRASHED, if_match=if_match, values=values, now=utcnow()
+    )
 
 
-def delete_task(session: Session, *, owner: User, task_id: int, permanent: bool, if_match: IfMatch) -> None:
+def delete_task(session: Session, *, owner_id: str, task_id: int, permanent: bool, if_match: IfMatch) -> None:
     """Move the task to the trash, or (`permanent`) delete it for good, live or trashed."""
     if not permanent:
-        trash_task(session, owner=owner, task_id=task_id, if_match=if_match)
+        trash_task(session, owner_id=owner_id, task_id=task_id, if_match=if_match)
         return
     if not _valid_id(task_id):
         raise NotFound(TASK_NOT_FOUND)
     deleted = 0
     if if_match is None or if_match:
-        statement = _delete_owned(owner).where(col(Task.id) == task_id)
+        statement = _delete_owned(owner_id).where(col(Task.id) == task_id)
         if if_match is not None:
             statement = statement.where(col(Task.version).in_(if_match))
         deleted = session.exec(statement, execution_options={"synchronize_session": False}).rowcount
     if not deleted:
-        raise _not_applied(session, owner=owner, task_id=task_id, state=_ANY_STATE)
+        raise _not_applied(session, owner_id=owner_id, task_id=task_id, state=_ANY_STATE)
     session.commit()
 
 
 # --- Many tasks ---
 
 
-def bulk_update(session: Session, *, owner: User, action: BulkAction, ids: Sequence[int], commit: bool = True) -> int:
+def bulk_update(session: Session, *, owner_id: str, action: BulkAction, ids: Sequence[int], commit: bool = True) -> int:
     """Apply `action` to the owner's tasks among `ids` in one statement; returns how many actually changed.
     Ids that are not the owner's (or do not exist) match nothing. With `commit=False` the caller commits."""
     wanted = sorted({task_id for task_id in ids if _valid_id(task_id)})
@@ -361,7 +378,7 @@ def bulk_update(session: Session, *, owner: User, action: BulkAction, ids: Seque
     else:
         criteria, values = [_TRASHED], {"trashed_at": None}
     statement = (
-        _update_owned(owner)
+        _update_owned(owner_id)
         .where(col(Task.id).in_(wanted), *criteria)
         .values(**values, version=col(Task.version) + 1, updated_at=now)
     )
@@ -371,7 +388,7 @@ def bulk_update(session: Session, *, owner: User, action: BulkAction, ids: Seque
     return changed
 
 
-def task_stats(session: Session, *, owner: User, zone: ZoneInfo) -> TaskStats:
+def task_stats(session: Session, *, owner_id: str, zone: ZoneInfo) -> TaskStats:
     """Counts over the live tasks: totals from task_counts (a few rows per user), overdue and due-today from
     one index range over the pending tasks due before tomorrow."""
     now = utcnow()
@@ -394,7 +411,7 @@ def task_stats(session: Session, *, owner: User, zone: ZoneInfo) -> TaskStats:
                 total_if(col(TaskCount.priority) == "medium"),
                 total_if(col(TaskCount.priority) == "high"),
             )
-            .where(col(TaskCount.user_id) == owner.id, col(TaskCount.trashed) == False)  # noqa: E712
+            .where(col(TaskCount.user_id) == owner_id, col(TaskCount.trashed) == False)  # noqa: E712
             .group_by(col(TaskCount.category))
             .having(func.sum(col(TaskCount.n)) > 0)
             .order_by(col(TaskCount.category))
@@ -406,7 +423,7 @@ def task_stats(session: Session, *, owner: User, zone: ZoneInfo) -> TaskStats:
         select(
             func.coalesce(func.sum(case((due < now, 1), else_=0)), 0),
             func.coalesce(func.sum(case((due >= start_of_today, 1), else_=0)), 0),
-        ).where(_of(owner), _LIVE, col(Task.completed) == False, due < start_of_tomorrow)  # noqa: E712
+        ).where(_of(owner_id), _LIVE, col(Task.completed) == False, due < start_of_tomorrow)  # noqa: E712
     ).one()
 
     total = completed = low = medium = high = 0
