@@ -219,6 +219,35 @@ def test_without_pre_ping_a_dropped_connection_costs_one_503_and_is_replaced(pg:
         assert client.get("/api/me/tasks", headers=user.headers).status_code == 200
 
 
+def test_pre_ping_probes_only_connections_idle_past_the_threshold(pg: PrivatePostgres) -> None:
+    settings = make_settings(pg.url, DB_POOL_SIZE=1, DB_MAX_OVERFLOW=0, DB_POOL_PING_IDLE=0.5)
+    app = create_app(settings)
+    engine = app.state.engine
+    pings: list[object] = []
+    real_ping = engine.dialect.do_ping
+
+    def counted_ping(dbapi_connection: object) -> bool:
+        pings.append(dbapi_connection)
+        return bool(real_ping(dbapi_connection))
+
+    engine.dialect.do_ping = counted_ping
+    with TestClient(app) as client:
+        user = register(client)
+        for _ in range(3):  # back to back: the connection has just answered, nothing to probe
+            assert client.get("/api/me/tasks", headers=user.headers).status_code == 200
+        assert pings == []
+        time.sleep(0.6)
+        assert client.get("/api/me/tasks", headers=user.headers).status_code == 200
+        assert len(pings) == 1
+        # Dropped while idle (a server restart, a NAT or pooler timing out): the probe finds out and the request
+        # gets a new connection instead of a 503.
+        pg.stop("fast")
+        pg.start()
+        time.sleep(0.6)
+        assert client.get("/api/me/tasks", headers=user.headers).status_code == 200
+        assert len(pings) == 2
+
+
 def test_a_genuine_database_bug_is_still_a_500(pg: PrivatePostgres) -> None:
     settings = make_settings(pg.url)
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:

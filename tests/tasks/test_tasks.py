@@ -849,3 +849,36 @@ def test_a_token_signed_with_another_secret_is_rejected(client: TestClient, alic
     assert response.status_code == 401
     assert response.headers["WWW-Authenticate"] == "Bearer"
     assert response.json() == {"detail": "Could not validate credentials"}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"title": "bare"},
+        {
+            "title": "Every field ✓",
+            "description": 'with "quotes", a tab\tand ünïcode',
+            "priority": "high",
+            "category": "Work",
+            "due_date": "2031-02-03T04:05:06.789Z",
+            "completed": True,
+        },
+    ],
+    ids=["defaults", "every-field"],
+)
+def test_reads_serialize_a_task_byte_for_byte_as_writes_do(
+    client: TestClient, alice: Actor, fields: dict[str, Any]
+) -> None:
+    # Writes answer through TaskPublic (ORM objects); reads turn rows straight into JSON. Both must agree exactly.
+    created = client.post(tasks_url("me"), headers=alice.headers, json=fields)
+    assert created.status_code == 201, created.text
+    task_id = created.json()["id"]
+    written = client.patch(tasks_url("me", task_id), headers=alice.headers, json={"title": fields["title"]})
+    assert written.status_code == 200, written.text
+    read = client.get(tasks_url("me", task_id), headers=alice.headers)
+    assert read.status_code == 200
+    assert read.content == written.content
+    assert read.headers["etag"] == written.headers["etag"] == '"2"'
+    listed = client.get(tasks_url("me"), headers=alice.headers)
+    assert listed.content == b"[" + written.content + b"]"
+    assert set(read.json()) == TASK_KEYS
