@@ -94,6 +94,25 @@ def test_limit_and_offset_page_through_the_results(client: TestClient, actor: Ac
     assert listed(client, actor, limit=500, offset=1) == created[1:]
 
 
+@pytest.mark.parametrize("extra", [{}, {"priority": "high"}, {"search": "task"}], ids=["counted", "filtered", "search"])
+def test_the_first_page_total_is_exact_around_the_limit(
+    client: TestClient, actor: Actor, extra: dict[str, Any]
+) -> None:
+    # A first page that holds every match is its own total; one match more and the total is counted.
+    create_task(client, actor, title="Other", priority="low")
+    for count in (2, 3, 4):
+        while len(listed(client, actor, limit=500, **extra)) < count:
+            create_task(client, actor, title="Task", priority="high")
+        response = listing(client, actor, limit=2, **extra)
+        expected_total = count  # "Other" counts only in the unfiltered listing, which the loop above includes
+        assert response.headers["x-total-count"] == str(expected_total)
+        assert len(response.json()) == 2
+        assert ('rel="next"' in response.headers.get("link", "")) is (expected_total > 2)
+        fits = listing(client, actor, limit=expected_total, **extra)
+        assert fits.headers["x-total-count"] == str(expected_total)
+        assert "link" not in fits.headers
+
+
 def test_link_header_has_absolute_next_and_prev_urls(client: TestClient, actor: Actor) -> None:
     for n in range(5):
         create_task(client, actor, title=f"Task {n}", priority="high")

@@ -257,11 +257,18 @@ def _total(session: Session, *, owner_id: str, query: TaskQuery, filters: list[C
 def list_tasks(session: Session, *, owner_id: str, query: TaskQuery) -> tuple[Sequence[Row[Any]], int]:
     """One page of the owner's tasks matching `query`, and how many match in all."""
     filters = _filters(query, utcnow())
+    descending = query.sort_order == "desc"
+    order = _ordering(query.sort_by, descending=descending)
+    if query.offset == 0:
+        # The first page, with one row more than asked: when every match fits on it (the usual todo list), that is
+        # the total, and no count is needed.
+        page = _page(session, owner_id=owner_id, filters=filters, order=order, offset=0, limit=query.limit + 1)
+        if len(page) <= query.limit:
+            return page, len(page)
+        return page[: query.limit], _total(session, owner_id=owner_id, query=query, filters=filters)
     total = _total(session, owner_id=owner_id, query=query, filters=filters)
     if query.offset >= total:
         return [], total
-    descending = query.sort_order == "desc"
-    order = _ordering(query.sort_by, descending=descending)
     offset, limit = query.offset, min(query.limit, total - query.offset)
     inner_order = order
     if offset > total // 2:
@@ -269,12 +276,33 @@ def list_tasks(session: Session, *, owner_id: str, query: TaskQuery) -> tuple[Se
         # the outer query puts it back in the requested order.
         inner_order = _ordering(query.sort_by, descending=not descending, nulls_last=False)
         offset = total - offset - limit
-    # The page's ids first (from an index alone when the filters allow), then only those rows.
-    page_ids = sa_select(_TASKS.c.id).where(_of(owner_id), *filters).order_by(*inner_order).offset(offset).limit(limit)
-    # The ids are the owner's already; scoping the outer query again only tempts SQLite into the wrong index.
-    # Plain rows, not ORM objects: loading 100 entities costs more than the query.
-    page = session.execute(sa_select(*PUBLIC_COLUMNS).where(_TASKS.c.id.in_(page_ids)).order_by(*order)).all()
+    page = _page(
+        session, owner_id=owner_id, filters=filters, order=order, inner_order=inner_order, offset=offset, limit=limit
+    )
     return page, total
+
+
+def _page(
+    session: Session,
+    *,
+    owner_id: str,
+    filters: list[ColumnElement[bool]],
+    order: list[ColumnElement[Any]],
+    inner_order: list[ColumnElement[Any]] | None = None,
+    offset: int,
+    limit: int,
+) -> Sequence[Row[Any]]:
+    """The page's ids first (from an index alone when the filters allow), then only those rows, in `order`.
+    The ids are the owner's already; scoping the outer query again only tempts SQLite into the wrong index.
+    Plain rows, not ORM objects: loading 100 entities costs more than the query."""
+    page_ids = (
+        sa_select(_TASKS.c.id)
+        .where(_of(owner_id), *filters)
+        .order_by(*(inner_order or order))
+        .offset(offset)
+        .limit(limit)
+    )
+    return session.execute(sa_select(*PUBLIC_COLUMNS).where(_TASKS.c.id.in_(page_ids)).order_by(*order)).all()
 
 
 # --- Single tasks ---
