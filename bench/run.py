@@ -416,6 +416,7 @@ class Bench:
     duration: float
     warmup: float
     timeout: float
+    repeat: int = 1
 
     def start(self, load: Load, seconds: float) -> subprocess.Popen[str]:
         script = self.scratch / f"load-{uuid.uuid4().hex[:8]}.lua"
@@ -562,12 +563,20 @@ def run_cases(bench: Bench, fixtures: Fixtures, cases: list[str], rounds: int) -
     workers = bench.server.workers
     results: dict[str, CaseResult] = {}
 
-    def simple(case: str, load: Load, seconds: float | None = None) -> CaseResult:
+    def simple(case: str, load: Load, seconds: float | None = None, repeat: int = 1) -> CaseResult:
         print(f"bench: {workers} worker(s): {CASE_HELP.get(case, case)} ...", flush=True)
         bench.check(load)
         bench.warm(load)
-        result = CaseResult(case, workers, bench.measure(load, seconds))
-        bench.settle()
+        runs = []
+        for _ in range(repeat):
+            runs.append(bench.measure(load, seconds))
+            bench.settle()
+        # A shared machine's noise moves single runs by a fifth or more: the median run by requests per app
+        # CPU-second stands for the case, the others are kept for the spread.
+        runs.sort(key=lambda run: run.per_app_cpu_s or 0)
+        result = CaseResult(case, workers, runs[len(runs) // 2])
+        if repeat > 1:
+            result.extra["per_app_cpu_s_runs"] = [round(run.per_app_cpu_s or 0, 1) for run in runs]
         return result
 
     for case in cases:
@@ -575,7 +584,7 @@ def run_cases(bench: Bench, fixtures: Fixtures, cases: list[str], rounds: int) -
             # Logins complete in batches while 16 hashes share 2 cores: a longer run evens that out.
             results[case] = simple(case, loads[case], max(bench.duration, LOGIN_MIN_SECONDS))
         elif case in loads:
-            results[case] = simple(case, loads[case])
+            results[case] = simple(case, loads[case], repeat=bench.repeat)
         if case == "login":
             measure = results[case].measure
             assert measure is not None
@@ -648,6 +657,11 @@ def _fmt(value: float | None, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _spread(runs: list[float] | None) -> str:
+    """The other runs of a repeated case, as (lowest-highest)."""
+    return f" ({_fmt(runs[0])}-{_fmt(runs[-1])})" if runs else ""
+
+
 def table(results: list[CaseResult]) -> str:
     head = (
         "case",
@@ -709,7 +723,7 @@ def table(results: list[CaseResult]) -> str:
                 _fmt(m.p99_ms, 1),
                 f"{m.non_2xx}/{m.socket_errors}/{m.timeouts}" + ("" if m.probe_ms is not None else " STALLED"),
                 _fmt(m.app_cpu_s, 1),
-                _fmt(m.per_app_cpu_s),
+                _fmt(m.per_app_cpu_s) + _spread(result.extra.get("per_app_cpu_s_runs")),
                 template,
                 ratio,
                 target,
@@ -734,6 +748,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="./dev bench", description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--duration", type=float, default=10, help="measured seconds per case (default 10)")
     parser.add_argument("--warmup", type=float, default=2, help="unmeasured seconds before each case (default 2)")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="measured runs of each throughput case; the median counts (default 3)"
+    )
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
     parser.add_argument("--cases", default=",".join(ALL_CASES), help=f"comma-separated, of: {', '.join(ALL_CASES)}")
     parser.add_argument(
@@ -798,7 +815,9 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         print(f"bench: writer {fixtures.writer.id} token {fixtures.writer.token}", flush=True)
                         signal.pause()
-                    bench = Bench(wrk, server, backends, scratch, args.duration, args.warmup, args.timeout)
+                    bench = Bench(
+                        wrk, server, backends, scratch, args.duration, args.warmup, args.timeout, max(1, args.repeat)
+                    )
                     results.extend(run_cases(bench, fixtures, cases, rounds))
     except KeyboardInterrupt:
         print("bench: interrupted; server stopped and database dropped", file=sys.stderr)
@@ -819,7 +838,12 @@ def main(argv: list[str] | None = None) -> int:
         "started": started.isoformat(),
         "git": _git_revision(),
         "machine": {"cpus": CPUS, "python": platform.python_version(), "load_average": os.getloadavg()},
-        "settings": {"duration_s": args.duration, "warmup_s": args.warmup, "wrk_timeout_s": args.timeout},
+        "settings": {
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "repeat": args.repeat,
+            "wrk_timeout_s": args.timeout,
+        },
         "bcrypt": {"rounds": rounds, "seconds": hash_seconds, "bound_per_s": bound},
         "template": TEMPLATE,
         "results": [asdict(result) for result in results],
