@@ -131,7 +131,11 @@ class SharedSessionDatabase(Database):
         self._session = session
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
+    def read(self) -> Iterator[Session]:
+        yield self._session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
         yield self._session
 
 

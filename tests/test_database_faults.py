@@ -339,16 +339,21 @@ def test_black_holed_database_answers_503_within_the_connect_timeout(
     pg: PrivatePostgres, figures: Callable[[str, str], None]
 ) -> None:
     with BlackHoleProxy(pg.port) as proxy:
-        settings = make_settings(f"postgresql://root@127.0.0.1:{proxy.port}/todo", DB_CONNECT_TIMEOUT=2)
+        settings = make_settings(
+            f"postgresql://root@127.0.0.1:{proxy.port}/todo", DB_CONNECT_TIMEOUT=2, DB_STATEMENT_TIMEOUT=2
+        )
+        # A read (autocommit, no BEGIN) may be a statement running up to the statement timeout; everything else
+        # (connecting, BEGIN, the pre-ping) must be answered within the connect timeout.
+        read_limit = settings.DB_STATEMENT_TIMEOUT + 2 * settings.DB_CONNECT_TIMEOUT + MARGIN
         limit = 2 * settings.DB_CONNECT_TIMEOUT + MARGIN
         with TestClient(create_app(settings)) as client:
             user = register(client)
             assert client.post("/api/me/tasks", json={"title": "t"}, headers=user.headers).status_code == 201
             proxy.silent = True
-            # The pooled connection's traffic goes nowhere: its pre-ping times out, then so does a new connection.
+            # The pooled connection's traffic goes nowhere: the read times out, and the pool replaces the connection.
             pooled, pooled_seconds = timed(lambda: client.get("/api/me/tasks", headers=user.headers))
             assert_unavailable(pooled)
-            assert pooled_seconds < limit
+            assert pooled_seconds < read_limit
             # Nothing left in the pool: a new connection, accepted and never answered.
             fresh, fresh_seconds = timed(lambda: client.get("/api/auth/me", headers=user.headers))
             assert_unavailable(fresh)
@@ -361,7 +366,19 @@ def test_black_holed_database_answers_503_within_the_connect_timeout(
             response, recovery = timed(lambda: client.get("/api/me/tasks", headers=user.headers))
             assert response.status_code == 200, response.text
             assert [task["title"] for task in response.json()] == ["t"]
-    figures("black hole: pooled connection", f"503 in {pooled_seconds:.2f} s (DB_CONNECT_TIMEOUT=2)")
+            # A write on a pooled connection: its BEGIN gets no answer within the connect timeout.
+            proxy.silent = True
+            write, write_seconds = timed(
+                lambda: client.post("/api/me/tasks", json={"title": "u"}, headers=user.headers)
+            )
+            assert_unavailable(write)
+            assert write_seconds < limit
+            proxy.silent = False
+    figures(
+        "black hole: pooled connection",
+        f"read 503 in {pooled_seconds:.2f} s, write 503 in {write_seconds:.2f} s "
+        "(DB_CONNECT_TIMEOUT=2, DB_STATEMENT_TIMEOUT=2)",
+    )
     figures("black hole: new connection", f"503 in {fresh_seconds:.2f} s; /health/ready 503 in {ready_seconds:.2f} s")
     figures("black hole: first request after it answers again", f"200 in {recovery:.3f} s")
 

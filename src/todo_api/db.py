@@ -90,23 +90,32 @@ class _BoundedConnection(psycopg2.extensions.connection):
         # Set before connecting: the connection attempt itself already goes through `_wait`.
         self.opening_timeout = opening_timeout
         self.reply_timeout = reply_timeout
+        self.probing = False  # set around the pool's liveness probe (`_ping_idle_connections`)
         super().__init__(dsn, *args, **kwargs)
+
+    def may_be_working(self) -> bool:
+        """Whether the server may be running a statement, which it cancels itself at the statement timeout: in a
+        transaction, or an autocommit read (`Database.read`). Otherwise (connecting, BEGIN, COMMIT, the liveness
+        probe) it has nothing to do and must answer at once."""
+        if self.status == psycopg2.extensions.STATUS_BEGIN:
+            return True
+        return bool(self.autocommit) and not self.probing
 
 
 def _wait(conn: Any) -> None:
     """psycopg2's wait for the server, with a deadline (psycopg2 and libpq would otherwise wait forever).
 
     TCP keepalives and tcp_user_timeout only notice a network that drops packets; a server, proxy or pooler
-    that takes the bytes and never answers would still hang a request. Outside a transaction (connecting, the
-    BEGIN that opens one, the pool's pre-ping: an autocommit `SELECT 1`) the server has no work to do and must
-    answer within DB_CONNECT_TIMEOUT. Inside one, the server cancels a statement itself at DB_STATEMENT_TIMEOUT,
-    so the deadline is that plus DB_CONNECT_TIMEOUT. On timeout psycopg2 closes the connection; the pool
-    replaces it. (A wait callback rules out COPY and large objects, which this service does not use.)
+    that takes the bytes and never answers would still hang a request. When the server has no work to do
+    (connecting, the BEGIN that opens a transaction, the pool's pre-ping) it must answer within
+    DB_CONNECT_TIMEOUT. When it may be running a statement (in a transaction, or an autocommit read), it cancels
+    the statement itself at DB_STATEMENT_TIMEOUT, so the deadline is that plus DB_CONNECT_TIMEOUT. On timeout
+    psycopg2 closes the connection; the pool replaces it. (A wait callback rules out COPY and large objects,
+    which this service does not use.)
     """
     limit: float | None = None  # connections this module did not make wait as psycopg2 always did
     if isinstance(conn, _BoundedConnection):
-        in_transaction = conn.status == psycopg2.extensions.STATUS_BEGIN
-        limit = conn.reply_timeout if in_transaction else conn.opening_timeout
+        limit = conn.reply_timeout if conn.may_be_working() else conn.opening_timeout
     deadline = time.monotonic() + (limit or 0)
     while True:
         state = conn.poll()
@@ -214,10 +223,13 @@ def _ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
         idle_since = record.info.get("idle_since")
         if idle_since is None or time.monotonic() - idle_since <= idle_seconds:
             return  # just made, or just used
+        dbapi_connection.probing = True
         try:
             engine.dialect.do_ping(dbapi_connection)
         except engine.dialect.loaded_dbapi.Error as exc:
             raise DisconnectionError("a pooled connection failed its liveness probe") from exc
+        finally:
+            dbapi_connection.probing = False
 
 
 SQLITE_CONNECTIONS = 4
@@ -230,9 +242,26 @@ def pool_capacity(settings: Settings) -> int:
     return min(capacity, SQLITE_CONNECTIONS) if settings.is_sqlite else capacity
 
 
+class _AutocommitSession(Session):
+    """A session whose statements each commit on their own: psycopg2 then sends neither BEGIN nor ROLLBACK, two of
+    the four round trips of a one-task read. Its connections go back to the pool in transaction mode."""
+
+
+@event.listens_for(_AutocommitSession, "after_begin")
+def _begin_autocommit(_session: Session, _transaction: Any, connection: Any) -> None:
+    # psycopg2's own switch, before the connection has sent anything in this transaction (SQLAlchemy's
+    # isolation_level="AUTOCOMMIT" option does the same at several times the cost, on every checkout and check-in).
+    connection.connection.dbapi_connection.autocommit = True
+
+
+def _end_autocommit(dbapi_connection: Any, _record: Any) -> None:
+    if dbapi_connection is not None:
+        dbapi_connection.autocommit = False
+
+
 class Database:
-    """Where a route does its database work: one session (one unit of work), opened and closed inside the route's
-    own, single thread-pool hop, so a request holds a connection only while that hop runs.
+    """Where a route does its database work: one session, opened and closed inside the route's own, single
+    thread-pool hop, so a request holds a connection only while that hop runs.
 
     FastAPI runs each plain-`def` dependency and the endpoint in separate thread-pool hops, and each hop costs
     more CPU than a small query (a session dependency alone costs two: open and close). So the routes'
@@ -244,12 +273,25 @@ class Database:
     connection pool (`main.create_app`), and requests beyond it wait in the event loop, holding neither.
     """
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
+        # Reads run in autocommit on a direct PostgreSQL connection: each statement sees committed data, as it
+        # would in a READ COMMITTED transaction. Through a transaction pooler the statement timeout needs a
+        # transaction (`SET LOCAL`), and SQLite's transactions are ours (BEGIN IMMEDIATE).
+        self._read_session = Session
+        if not settings.is_sqlite and not settings.behind_transaction_pooler:
+            self._read_session = _AutocommitSession
+            event.listen(engine, "checkin", _end_autocommit)
 
     @contextmanager
-    def session(self) -> Iterator[Session]:
-        """The route commits what it changed; whatever it did not commit is rolled back when the block ends."""
+    def read(self) -> Iterator[Session]:
+        """For routes that only read (a Better Auth user seen for the first time is still recorded: committed)."""
+        with self._read_session(self.engine, expire_on_commit=False) as session:
+            yield session
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One transaction: the route commits what it changed; whatever it did not commit is rolled back."""
         with Session(self.engine, expire_on_commit=False) as session:
             yield session
 

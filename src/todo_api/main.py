@@ -61,7 +61,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     app.state.engine = engine
-    app.state.database = Database(engine)
+    app.state.database = Database(engine, settings)
     app.state.password_hashing_slots = anyio.Semaphore(settings.password_hash_concurrency)
     app.state.rate_limiter = RateLimiter(settings)
     app.state.better_auth = better_auth

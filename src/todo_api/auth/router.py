@@ -1,5 +1,5 @@
-"""Routes under /api/auth: accounts, sessions and password recovery. Each opens one database session (see
-`Database`), proves the caller if the route needs one, and makes one service call."""
+"""Routes under /api/auth: accounts, sessions and password recovery. Each opens one database session (a read or
+a write, see `Database`), proves the caller if the route needs one, and makes one service call."""
 
 from __future__ import annotations
 
@@ -48,7 +48,7 @@ FORGOT_PASSWORD_ANSWER = "If an account with a password exists for this email, a
     responses=error_responses(400, 409, 413, 422, 429, 503),
 )
 def register(db: DatabaseDep, settings: SettingsDep, client: Client, data: UserRegister) -> AuthResponse:
-    with db.session() as session:
+    with db.write() as session:
         return service.register_user(session, data=data, client=client, settings=settings)
 
 
@@ -59,7 +59,7 @@ def register(db: DatabaseDep, settings: SettingsDep, client: Client, data: UserR
     responses=error_responses(400, 401, 413, 422, 429, 503),
 )
 def login(db: DatabaseDep, settings: SettingsDep, client: Client, limiter: Limiter, data: UserLogin) -> AuthResponse:
-    with db.session() as session:
+    with db.write() as session:
         return service.login(
             session, email=data.email, password=data.password, client=client, settings=settings, limiter=limiter
         )
@@ -83,7 +83,7 @@ def token(
         credentials = UserLogin(email=form.username, password=form.password)
     except ValidationError:
         raise Unauthorized(service.INVALID_LOGIN) from None
-    with db.session() as session:
+    with db.write() as session:
         answer = service.login(
             session,
             email=credentials.email,
@@ -102,7 +102,7 @@ def token(
     responses=error_responses(400, 401, 413, 422, 429, 503),
 )
 def refresh(db: DatabaseDep, settings: SettingsDep, data: RefreshRequest) -> TokenPair:
-    with db.session() as session:
+    with db.write() as session:
         return sessions.refresh(session, refresh_token=data.refresh_token, settings=settings)
 
 
@@ -113,7 +113,7 @@ def refresh(db: DatabaseDep, settings: SettingsDep, data: RefreshRequest) -> Tok
     responses=error_responses(400, 401, 413, 422, 503),
 )
 def logout(db: DatabaseDep, caller: CallerDep, data: Annotated[LogoutRequest | None, Body()] = None) -> None:
-    with db.session() as session:
+    with db.write() as session:
         principal = caller.principal(session)
         service.logout(session, principal=principal, refresh_token=data.refresh_token if data else None)
 
@@ -122,14 +122,14 @@ def logout(db: DatabaseDep, caller: CallerDep, data: Annotated[LogoutRequest | N
     "/logout-all", status_code=status.HTTP_204_NO_CONTENT, response_class=Response, responses=error_responses(401, 503)
 )
 def logout_all(db: DatabaseDep, caller: CallerDep) -> None:
-    with db.session() as session:
+    with db.write() as session:
         user = service.current_user(session, caller.principal(session))
         service.logout_all(session, user=user)
 
 
 @router.get("/sessions", response_model=list[SessionPublic], responses=error_responses(401, 503))
 def list_sessions(db: DatabaseDep, caller: CallerDep) -> list[SessionPublic]:
-    with db.session() as session:
+    with db.read() as session:
         principal = caller.principal(session)
         rows = sessions.list_sessions(session, user_id=principal.user_id)
     return [SessionPublic.model_validate(row, update={"current": row.id == principal.session_id}) for row in rows]
@@ -142,20 +142,20 @@ def list_sessions(db: DatabaseDep, caller: CallerDep) -> list[SessionPublic]:
     responses=error_responses(401, 404, 503),
 )
 def revoke_session(db: DatabaseDep, caller: CallerDep, session_id: str) -> None:
-    with db.session() as session:
+    with db.write() as session:
         principal = caller.principal(session)
         sessions.revoke_session(session, user_id=principal.user_id, session_id=session_id)
 
 
 @router.get("/me", response_model=UserPublic, responses=error_responses(401, 503))
 def me(db: DatabaseDep, caller: CallerDep) -> User:
-    with db.session() as session:
+    with db.read() as session:
         return service.current_user(session, caller.principal(session))
 
 
 @router.patch("/me", response_model=UserPublic, responses=error_responses(400, 401, 409, 413, 422, 503))
 def update_me(db: DatabaseDep, caller: CallerDep, data: UserUpdate) -> User:
-    with db.session() as session:
+    with db.write() as session:
         user = service.current_user(session, caller.principal(session))
         return service.update_profile(session, user=user, data=data)
 
@@ -174,7 +174,7 @@ def delete_me(
     data: Annotated[DeleteAccount | None, Body()] = None,
 ) -> None:
     """A local account confirms with `{"password": ...}`; a Better Auth account needs no body."""
-    with db.session() as session:
+    with db.write() as session:
         user = service.current_user(session, caller.principal(session))
         service.delete_account(session, user=user, password=data.password if data else None, settings=settings)
 
@@ -188,7 +188,7 @@ def delete_me(
 def change_password(
     db: DatabaseDep, settings: SettingsDep, caller: CallerDep, client: Client, data: ChangePassword
 ) -> AuthResponse:
-    with db.session() as session:
+    with db.write() as session:
         user = service.current_user(session, caller.principal(session))
         return service.change_password(
             session,
@@ -216,7 +216,7 @@ def forgot_password(
 ) -> Message:
     """Same answer whether or not the account exists; the email is sent after the response."""
     limiter.hit(settings.RATE_LIMIT_FORGOT_PASSWORD_PER_EMAIL, "forgot_password_email", data.email)
-    with db.session() as session:
+    with db.write() as session:
         reset_token = service.create_reset_token(session, email=data.email, settings=settings)
     if reset_token is not None:
         background.add_task(mail.send_password_reset, settings, to=data.email, token=reset_token)
@@ -231,5 +231,5 @@ def forgot_password(
     responses=error_responses(400, 413, 422, 429, 503),
 )
 def reset_password(db: DatabaseDep, settings: SettingsDep, data: ResetPassword) -> None:
-    with db.session() as session:
+    with db.write() as session:
         service.reset_password(session, token=data.token, new_password=data.new_password, settings=settings)

@@ -1,5 +1,5 @@
 """Routes under /api/{user_id}/tasks and /api/{user_id}/stats: each validates its input, opens one database session
-(see `Database`) in which it proves the owner and makes one service call; the HTTP details
+(a read or a write, see `Database`) in which it proves the owner and makes one service call; the HTTP details
 (ETag, If-Match, If-None-Match, paging headers) are handled here."""
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def list_tasks(
 ) -> Response:
     """The caller's tasks, filtered, sorted (newest first by default) and paged. `X-Total-Count` is the number
     of matches; `Link` has the `next` and `prev` pages."""
-    with db.session() as session:
+    with db.read() as session:
         page, total = service.list_tasks(session, owner_id=owner.id(session), query=query)
     headers = {"X-Total-Count": str(total)}
     links = paging_links(request.url, offset=query.offset, limit=query.limit, total=total)
@@ -105,7 +105,7 @@ def list_tasks(
 @router.post("/tasks", response_model=TaskPublic, status_code=status.HTTP_201_CREATED)
 def create_task(db: DatabaseDep, owner: PathOwner, data: TaskCreate, key: IdempotencyKey = None) -> Any:
     """With `Idempotency-Key`, a retry (same key and body, within 24 hours) returns the first result."""
-    with db.session() as session:
+    with db.write() as session:
         owner_id = owner.id(session)
         status_code, body = run_once(
             session,
@@ -124,7 +124,7 @@ def create_task(db: DatabaseDep, owner: PathOwner, data: TaskCreate, key: Idempo
 def bulk_update(db: DatabaseDep, owner: PathOwner, data: TaskBulk, key: IdempotencyKey = None) -> Any:
     """Complete, reopen, trash (`delete`) or restore up to 500 tasks; `updated` counts those changed.
     With `Idempotency-Key`, a retry returns the first result."""
-    with db.session() as session:
+    with db.write() as session:
         owner_id = owner.id(session)
         status_code, body = run_once(
             session,
@@ -151,7 +151,7 @@ def get_task(
     task_id: int,
     if_none_match: Annotated[list[str] | None, Header()] = None,
 ) -> Response:
-    with db.session() as session:
+    with db.read() as session:
         task = service.get_task(session, owner_id=owner.id(session), task_id=task_id)
     if not_modified(if_none_match, task.version):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag(task.version)})
@@ -167,7 +167,7 @@ def replace_task(
     if_match: IfMatch,
 ) -> Response:
     """Accepts a partial body like PATCH, so a frontend may send back a whole task object."""
-    with db.session() as session:
+    with db.write() as session:
         task = service.update_task(session, owner_id=owner.id(session), task_id=task_id, data=data, if_match=if_match)
     return _task_json(task)
 
@@ -180,7 +180,7 @@ def update_task(
     data: TaskUpdate,
     if_match: IfMatch,
 ) -> Response:
-    with db.session() as session:
+    with db.write() as session:
         task = service.update_task(session, owner_id=owner.id(session), task_id=task_id, data=data, if_match=if_match)
     return _task_json(task)
 
@@ -195,7 +195,7 @@ def complete_task(
 ) -> Response:
     """No body or `{}` toggles completion; `{"completed": bool}` sets it."""
     completed = data.completed if data is not None else None
-    with db.session() as session:
+    with db.write() as session:
         owner_id = owner.id(session)
         task = service.set_completion(
             session, owner_id=owner_id, task_id=task_id, completed=completed, if_match=if_match
@@ -206,7 +206,7 @@ def complete_task(
 @router.post("/tasks/{task_id}/restore", response_model=TaskPublic, responses=_CURRENT_TASK)
 def restore_task(db: DatabaseDep, owner: PathOwner, task_id: int, if_match: IfMatch) -> Response:
     """Bring a task back from the trash (404 if it is not in the trash)."""
-    with db.session() as session:
+    with db.write() as session:
         task = service.restore_task(session, owner_id=owner.id(session), task_id=task_id, if_match=if_match)
     return _task_json(task)
 
@@ -225,7 +225,7 @@ def delete_task(
     permanent: Annotated[bool, Query(description="Delete for good (from the trash or directly)")] = False,
 ) -> None:
     """Moves the task to the trash; `?permanent=true` deletes it for good."""
-    with db.session() as session:
+    with db.write() as session:
         owner_id = owner.id(session)
         service.delete_task(session, owner_id=owner_id, task_id=task_id, permanent=permanent, if_match=if_match)
 
@@ -236,5 +236,5 @@ def task_stats(
     owner: PathOwner,
     tz: Annotated[TimeZoneName, Query(description="IANA time zone that decides what 'today' is")] = "UTC",
 ) -> TaskStats:
-    with db.session() as session:
+    with db.read() as session:
         return service.task_stats(session, owner_id=owner.id(session), zone=ZoneInfo(tz))
