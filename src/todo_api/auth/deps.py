@@ -121,7 +121,7 @@ async def _password_hashing_slot(request: Request) -> AsyncIterator[None]:
     """Bounds the password hashes computed at once to this process's share of the CPUs.
 
     Declared before the database on every route that hashes, so a flood of logins waits here, in the event loop,
-    holding neither a database slot nor a thread: everyone else's requests keep their latency.
+    holding neither a connection nor a thread: everyone else's requests keep their latency.
     """
     async with request.app.state.password_hashing_slots:
         yield
