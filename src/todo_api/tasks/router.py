@@ -4,16 +4,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 from pydantic_core import to_json
 from sqlalchemy import Row
+from sqlmodel import Session
 
-from todo_api.auth.deps import PathOwner
+from todo_api.auth.deps import Owner, PathOwner
 from todo_api.db import DatabaseDep
 from todo_api.errors import error_responses
 from todo_api.headers import etag, if_match_versions, not_modified, paging_links
@@ -102,20 +104,44 @@ def list_tasks(
     return _json(to_json([_public(row) for row in page]), headers=headers)
 
 
-@router.post("/tasks", response_model=TaskPublic, status_code=status.HTTP_201_CREATED)
-def create_task(db: DatabaseDep, owner: PathOwner, data: TaskCreate, key: IdempotencyKey = None) -> Any:
-    """With `Idempotency-Key`, a retry (same key and body, within 24 hours) returns the first result."""
+def _once(
+    db: DatabaseDep,
+    owner: Owner,
+    key: str | None,
+    data: BaseModel,
+    *,
+    operation: str,
+    status_code: int,
+    write: Callable[[Session, str], Any],
+    render: Callable[[Any], Any],
+) -> tuple[int, Any]:
+    """A write that an `Idempotency-Key` makes safe to retry: `run_once` in the route's write session."""
     with db.write() as session:
         owner_id = owner.id(session)
-        status_code, body = run_once(
+        return run_once(
             session,
             owner_id=owner_id,
             key=key,
-            request_fingerprint=fingerprint("create_task", data.model_dump(mode="json")),
-            status_code=status.HTTP_201_CREATED,
-            write=lambda: service.create_task(session, owner_id=owner_id, data=data, commit=False),
-            render=lambda task: TaskPublic.model_validate(task).model_dump(mode="json"),
+            request_fingerprint=fingerprint(operation, data.model_dump(mode="json")),
+            status_code=status_code,
+            write=lambda: write(session, owner_id),
+            render=render,
         )
+
+
+@router.post("/tasks", response_model=TaskPublic, status_code=status.HTTP_201_CREATED)
+def create_task(db: DatabaseDep, owner: PathOwner, data: TaskCreate, key: IdempotencyKey = None) -> Any:
+    """With `Idempotency-Key`, a retry (same key and body, within 24 hours) returns the first result."""
+    status_code, body = _once(
+        db,
+        owner,
+        key,
+        data,
+        operation="create_task",
+        status_code=status.HTTP_201_CREATED,
+        write=lambda session, owner_id: service.create_task(session, owner_id=owner_id, data=data, commit=False),
+        render=lambda task: TaskPublic.model_validate(task).model_dump(mode="json"),
+    )
     return JSONResponse(body, status_code=status_code, headers={"ETag": etag(body["version"])})
 
 
@@ -124,19 +150,18 @@ def create_task(db: DatabaseDep, owner: PathOwner, data: TaskCreate, key: Idempo
 def bulk_update(db: DatabaseDep, owner: PathOwner, data: TaskBulk, key: IdempotencyKey = None) -> Any:
     """Complete, reopen, trash (`delete`) or restore up to 500 tasks; `updated` counts those changed.
     With `Idempotency-Key`, a retry returns the first result."""
-    with db.write() as session:
-        owner_id = owner.id(session)
-        status_code, body = run_once(
-            session,
-            owner_id=owner_id,
-            key=key,
-            request_fingerprint=fingerprint("bulk_update", data.model_dump(mode="json")),
-            status_code=status.HTTP_200_OK,
-            write=lambda: service.bulk_update(
-                session, owner_id=owner_id, action=data.action, ids=data.ids, commit=False
-            ),
-            render=lambda updated: BulkResult(updated=updated).model_dump(mode="json"),
-        )
+    status_code, body = _once(
+        db,
+        owner,
+        key,
+        data,
+        operation="bulk_update",
+        status_code=status.HTTP_200_OK,
+        write=lambda session, owner_id: service.bulk_update(
+            session, owner_id=owner_id, action=data.action, ids=data.ids, commit=False
+        ),
+        render=lambda updated: BulkResult(updated=updated).model_dump(mode="json"),
+    )
     return JSONResponse(body, status_code=status_code)
 
 
