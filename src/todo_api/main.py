@@ -24,7 +24,6 @@ from todo_api.middleware import REQUEST_ID_HEADER, InputLimitMiddleware, Request
 from todo_api.ratelimit import RateLimiter
 from todo_api.tasks.router import router as tasks_router
 
-SPARE_THREADS = 2  # for sync work that holds no connection (rate-limit checks, /metrics)
 EXPOSED_HEADERS = ["X-Total-Count", "Link", "ETag", REQUEST_ID_HEADER]
 
 
@@ -41,12 +40,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        # A thread for every connection (see `Database`), for every password hash allowed at once (a hash holds its
-        # thread, not a connection), and a spare few. No more: one process runs Python on one core at a time, and
-        # every extra thread busy at once only adds GIL hand-offs (at 256 connections, 48 threads cost a third more
-        # CPU per request than 12, and the slowest requests waited seconds). Requests beyond wait in the event loop.
+        # As many threads as connections (see `Database`): a thread never waits in the pool's queue, where a thread
+        # that just started can take a returned connection before one that has waited (seconds, at 256
+        # connections); requests wait in anyio's first-come-first-served limiter instead, in the event loop. And
+        # no more: one process runs Python on one core at a time, and every extra thread busy at once only adds
+        # GIL hand-offs (48 busy threads cost a third more CPU per request than 12).
         threads = anyio.to_thread.current_default_thread_limiter()
-        threads.total_tokens = pool_capacity(settings) + settings.password_hash_concurrency + SPARE_THREADS
+        threads.total_tokens = pool_capacity(settings)
         yield
         engine.dispose()
         better_auth.close()
