@@ -30,9 +30,8 @@ from zoneinfo import ZoneInfo
 
 import httpx
 from sqlalchemy import Engine, create_engine, event, insert, make_url, text
-from sqlmodel import Session, select
+from sqlmodel import Session
 
-from todo_api.auth.models import User
 from todo_api.config import normalize_database_url
 from todo_api.migrations import upgrade
 from todo_api.models import Task
@@ -257,13 +256,12 @@ def explain(engine: Engine, user_id: str, label: str, params: dict[str, str] | N
         statements.append((statement, parameters))
 
     with Session(engine) as session:
-        user = session.exec(select(User).where(User.id == user_id)).one()
         event.listen(engine, "before_cursor_execute", capture)
         try:
             if params is None:
-                service.task_stats(session, owner=user, zone=ZoneInfo("Europe/Berlin"))
+                service.task_stats(session, owner_id=user_id, zone=ZoneInfo("Europe/Berlin"))
             else:
-                service.list_tasks(session, owner=user, query=TaskQuery.model_validate(params))
+                service.list_tasks(session, owner_id=user_id, query=TaskQuery.model_validate(params))
         finally:
             event.remove(engine, "before_cursor_execute", capture)
         print(f"\n--- {label}")
