@@ -18,7 +18,8 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlmodel import Session
 
 from todo_api.auth.better_auth import BetterAuth
-from todo_api.auth.service import Principal, principal_from_token, token_subject
+from todo_api.auth.models import User
+from todo_api.auth.service import Principal, current_user, principal_from_token, shared_secret_claims
 from todo_api.auth.sessions import ClientInfo
 from todo_api.config import Settings
 from todo_api.errors import NotFound, Unauthorized
@@ -42,17 +43,26 @@ class Caller:
     """
 
     token: str
-    subject: str | None  # the user id, when the token proves it without I/O (`token_subject`)
+    claims: dict[str, Any] | None  # a shared-secret JWT's, verified without I/O (`shared_secret_claims`)
     settings: Settings
     better_auth: BetterAuth
     request_state: Any  # starlette's `request.state`: the access log reads `user_id` from it
 
+    @property
+    def subject(self) -> str | None:
+        """The user id, when the token proved it without I/O."""
+        return None if self.claims is None else str(self.claims["sub"])
+
     def principal(self, session: Session) -> Principal:
         principal = principal_from_token(
-            session, token=self.token, settings=self.settings, better_auth=self.better_auth
+            session, token=self.token, claims=self.claims, settings=self.settings, better_auth=self.better_auth
         )
         self.request_state.user_id = principal.user_id  # for the access log
         return principal
+
+    def user(self, session: Session) -> User:
+        """The caller's account, for the routes that read or change it."""
+        return current_user(session, self.principal(session))
 
 
 async def get_caller(request: Request, token: Annotated[str | None, Depends(bearer_token)]) -> Caller:
@@ -61,10 +71,9 @@ async def get_caller(request: Request, token: Annotated[str | None, Depends(bear
     if len(token) > MAX_TOKEN_LENGTH:  # refused before any parsing
         raise Unauthorized()
     state = request.app.state
-    subject = token_subject(token, settings=state.settings)
     return Caller(
         token=token,
-        subject=subject,
+        claims=shared_secret_claims(token, settings=state.settings),
         settings=state.settings,
         better_auth=state.better_auth,
         request_state=request.state,

@@ -123,7 +123,7 @@ def logout(db: DatabaseDep, caller: CallerDep, data: Annotated[LogoutRequest | N
 )
 def logout_all(db: DatabaseDep, caller: CallerDep) -> None:
     with db.write() as session:
-        user = service.current_user(session, caller.principal(session))
+        user = caller.user(session)
         service.logout_all(session, user=user)
 
 
@@ -150,13 +150,13 @@ def revoke_session(db: DatabaseDep, caller: CallerDep, session_id: str) -> None:
 @router.get("/me", response_model=UserPublic, responses=error_responses(401, 503))
 def me(db: DatabaseDep, caller: CallerDep) -> User:
     with db.read() as session:
-        return service.current_user(session, caller.principal(session))
+        return caller.user(session)
 
 
 @router.patch("/me", response_model=UserPublic, responses=error_responses(400, 401, 409, 413, 422, 503))
 def update_me(db: DatabaseDep, caller: CallerDep, data: UserUpdate) -> User:
     with db.write() as session:
-        user = service.current_user(session, caller.principal(session))
+        user = caller.user(session)
         return service.update_profile(session, user=user, data=data)
 
 
@@ -175,7 +175,7 @@ def delete_me(
 ) -> None:
     """A local account confirms with `{"password": ...}`; a Better Auth account needs no body."""
     with db.write() as session:
-        user = service.current_user(session, caller.principal(session))
+        user = caller.user(session)
         service.delete_account(session, user=user, password=data.password if data else None, settings=settings)
 
 
@@ -189,7 +189,7 @@ def change_password(
     db: DatabaseDep, settings: SettingsDep, caller: CallerDep, client: Client, data: ChangePassword
 ) -> AuthResponse:
     with db.write() as session:
-        user = service.current_user(session, caller.principal(session))
+        user = caller.user(session)
         return service.change_password(
             session,
             user=user,

@@ -261,37 +261,32 @@ def logout_all(session: Session, *, user: User) -> None:
     session.commit()
 
 
-def principal_from_token(session: Session, *, token: str, settings: Settings, better_auth: BetterAuth) -> Principal:
-    """The user a valid, unrevoked token speaks for; anything not provably valid is Unauthorized.
-
-    A JWT naming HS256 is judged with the shared secret (ours, or a frontend's); any other JWT only against the
-    frontend's JWKS; anything else is a Better Auth session token. Better Auth users all go through
-    `_external_user`, whichever way they arrive.
-    """
-    kind = token_kind(token)
-    if kind is TokenKind.SHARED_SECRET:
-        try:
-            claims = decode_token(token, settings=settings)
-        except InvalidToken as exc:
-            raise _rejected(str(exc)) from None
-        if claims.get("iss") == settings.JWT_ISSUER:
-            return _local_principal(session, token=token, claims=claims)
-    else:
-        claims = _better_auth_claims(session, token=token, kind=kind, better_auth=better_auth)
-    user = _external_user(session, token=token, claims=claims)
-    return Principal(user_id=user.id, session_id=None, token=token, expires_at=_timestamp(claims.get("exp")))
-
-
-def token_subject(token: str, *, settings: Settings) -> str | None:
-    """The user a token names, when that is provable without I/O: a shared-secret JWT's signature and times.
-    None for the kinds that need Better Auth's keys or tables; Unauthorized for a provably bad token."""
+def shared_secret_claims(token: str, *, settings: Settings) -> dict[str, Any] | None:
+    """The claims of a JWT naming HS256 (ours, or a frontend's), verified with the shared secret: signature and
+    times, no I/O. None for the kinds that need Better Auth's keys or tables; Unauthorized for a bad token."""
     if token_kind(token) is not TokenKind.SHARED_SECRET:
         return None
     try:
-        subject: str = decode_token(token, settings=settings)["sub"]
+        return decode_token(token, settings=settings)
     except InvalidToken as exc:
         raise _rejected(str(exc)) from None
-    return subject
+
+
+def principal_from_token(
+    session: Session, *, token: str, claims: dict[str, Any] | None, settings: Settings, better_auth: BetterAuth
+) -> Principal:
+    """The user a valid, unrevoked token speaks for; anything not provably valid is Unauthorized.
+
+    `claims` are `shared_secret_claims(token)`, already verified. A JWT naming HS256 is judged with the shared
+    secret only; any other JWT only against the frontend's JWKS; anything else is a Better Auth session token.
+    Better Auth users all go through `_external_user`, whichever way they arrive.
+    """
+    if claims is None:
+        claims = _better_auth_claims(session, token=token, kind=token_kind(token), better_auth=better_auth)
+    elif claims.get("iss") == settings.JWT_ISSUER:
+        return _local_principal(session, token=token, claims=claims)
+    user = _external_user(session, token=token, claims=claims)
+    return Principal(user_id=user.id, session_id=None, token=token, expires_at=_timestamp(claims.get("exp")))
 
 
 _sessions = table(AuthSession).c

@@ -192,9 +192,7 @@ def replace_task(
     if_match: IfMatch,
 ) -> Response:
     """Accepts a partial body like PATCH, so a frontend may send back a whole task object."""
-    with db.write() as session:
-        task = service.update_task(session, owner_id=owner.id(session), task_id=task_id, data=data, if_match=if_match)
-    return _task_json(task)
+    return update_task(db, owner, task_id, data, if_match)
 
 
 @router.patch("/tasks/{task_id}", response_model=TaskPublic, responses=_CURRENT_TASK)

@@ -91,13 +91,6 @@ def _find(session: Session, *, owner_id: str, task_id: int, state: ColumnElement
     return session.exec(_owned_by(owner_id).where(col(Task.id) == task_id, state)).first()
 
 
-def _get_owned(session: Session, *, owner_id: str, task_id: int) -> Task:
-    task = _find(session, owner_id=owner_id, task_id=task_id, state=_LIVE)
-    if task is None:
-        raise NotFound(TASK_NOT_FOUND)
-    return task
-
-
 def _not_applied(session: Session, *, owner_id: str, task_id: int, state: ColumnElement[bool]) -> AppError:
     """Why a write matched nothing: the task is not there in that state (404, like any missing task), or
     `If-Match` named another version (412, with the current task so the client can merge)."""
