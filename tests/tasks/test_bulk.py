@@ -17,17 +17,11 @@ from tests.tasks.helpers import (
     create_task,
     get_task,
     list_tasks,
-    local_actor,
     new_actor,
     tasks_url,
 )
 
 BULK = tasks_url("me", "bulk")
-
-
-@pytest.fixture
-def actor(users: UserFactory) -> Actor:
-    return local_actor(users)
 
 
 def bulk(client: TestClient, actor: Actor, action: str, ids: list[int], owner: str = "me") -> dict[str, Any]:

@@ -24,11 +24,6 @@ from tests.tasks.helpers import (
 )
 
 
-@pytest.fixture
-def actor(users: UserFactory) -> Actor:
-    return local_actor(users)
-
-
 def if_match(value: str | list[str], actor: Actor) -> list[tuple[str, str]]:
     values = [value] if isinstance(value, str) else value
     return [*actor.headers.items(), *(("If-Match", v) for v in values)]

@@ -16,7 +16,6 @@ from tests.tasks.helpers import (
     assert_not_found,
     assert_validation_error,
     create_task,
-    local_actor,
     new_actor,
     tasks_url,
 )
@@ -46,11 +45,6 @@ def listed(client: TestClient, actor: Actor, **params: Any) -> list[int]:
 def detail_messages(response: httpx.Response) -> str:
     assert response.status_code == 422, response.text
     return " | ".join(error["msg"] for error in response.json()["detail"])
-
-
-@pytest.fixture
-def actor(users: UserFactory) -> Actor:
-    return local_actor(users)
 
 
 # --- The default listing ---

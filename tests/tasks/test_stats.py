@@ -15,7 +15,6 @@ from tests.tasks.helpers import (
     assert_not_found,
     assert_validation_error,
     create_task,
-    local_actor,
     new_actor,
     tasks_url,
 )
@@ -30,11 +29,6 @@ EMPTY = {
     "by_priority": {"low": 0, "medium": 0, "high": 0},
     "by_category": {},
 }
-
-
-@pytest.fixture
-def actor(users: UserFactory) -> Actor:
-    return local_actor(users)
 
 
 def stats(client: TestClient, actor: Actor, **params: str) -> dict[str, object]:

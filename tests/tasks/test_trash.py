@@ -40,11 +40,6 @@ from todo_api.tasks import service
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def actor(users: UserFactory) -> Actor:
-    return local_actor(users)
-
-
 def trash(client: TestClient, actor: Actor, task_id: int) -> None:
     response = client.delete(tasks_url("me", task_id), headers=actor.headers)
     assert response.status_code == 204, response.text
