@@ -32,6 +32,7 @@ import httpx
 from sqlalchemy import Engine, create_engine, event, insert, make_url, text
 from sqlmodel import Session
 
+from todo_api.auth.service import OwnerScope
 from todo_api.config import normalize_database_url
 from todo_api.migrations import upgrade
 from todo_api.models import Task
@@ -261,7 +262,7 @@ def explain(engine: Engine, user_id: str, label: str, params: dict[str, str] | N
             if params is None:
                 service.task_stats(session, owner_id=user_id, zone=ZoneInfo("Europe/Berlin"))
             else:
-                service.list_tasks(session, owner_id=user_id, query=TaskQuery.model_validate(params))
+                service.list_tasks(session, owner=OwnerScope(user_id), query=TaskQuery.model_validate(params))
         finally:
             event.remove(engine, "before_cursor_execute", capture)
         print(f"\n--- {label}")

@@ -5,11 +5,15 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
 from tests.conftest import LiveServer, make_settings
 from tests.factories import PASSWORD, bearer, unique_email
+from todo_api import system
+from todo_api.auth.router import router as auth_router
 from todo_api.main import create_app
+from todo_api.tasks.router import router as tasks_router
 
 
 def test_root_describes_the_service(client: TestClient) -> None:
@@ -95,6 +99,19 @@ def test_openapi_and_docs(client: TestClient) -> None:
     docs = client.get("/docs")
     assert docs.status_code == 200
     assert "swagger" in docs.text.lower()
+
+
+def test_no_other_route_can_be_taken_for_a_task_route(client: TestClient) -> None:
+    """The task routes come first (`main.create_app`), which is only safe while no other path matches them."""
+    task_routes = [route for route in tasks_router.routes if isinstance(route, APIRoute)]
+    others = [route for route in [*auth_router.routes, *system.router.routes] if isinstance(route, APIRoute)]
+    assert len(task_routes) >= 10 and len(others) >= 15
+    documented = list(client.get("/openapi.json").json()["paths"])
+    task_paths = list(dict.fromkeys(route.path for route in task_routes))
+    assert documented[: len(task_paths)] == task_paths
+    for other in others:
+        path = other.path.replace("{session_id}", "some-id")
+        assert [task.path for task in task_routes if task.path_regex.match(path)] == [], other.path
 
 
 def test_unknown_route_is_a_json_404(client: TestClient) -> None:

@@ -7,7 +7,7 @@ import logging
 import select
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -288,6 +288,12 @@ class Database:
         """For routes that only read (a Better Auth user seen for the first time is still recorded: committed)."""
         with self._read_session(self.engine, expire_on_commit=False) as session:
             yield session
+
+    def statement(self) -> AbstractContextManager[Session]:
+        """For a write that is a single statement: a read's session. On direct PostgreSQL the statement commits on
+        its own (no BEGIN and no COMMIT round trip); elsewhere it is one transaction, ended by the route's
+        `commit()`."""
+        return self.read()
 
     @contextmanager
     def write(self) -> Iterator[Session]:

@@ -159,6 +159,58 @@ def test_logout_ends_only_the_session_of_the_token_used(api: TestClient, users: 
     assert_session_alive(api, staying)
 
 
+# Task reads check the session in their own statement; whatever that statement finds (the task, nothing, a page,
+# an empty page, a page past the end, a page that needs a count), a logged-out token is a 401, never data or a 404.
+TASK_READS = [
+    "/tasks/{task}",
+    "/tasks/{missing}",
+    "/tasks/0",
+    "/tasks",
+    "/tasks?limit=1",
+    "/tasks?limit=1&offset=1",
+    "/tasks?offset=50",
+    "/tasks?search=nothing-matches-this",
+    "/tasks?trashed=true",
+    "/stats",
+]
+
+
+@pytest.mark.parametrize("path", TASK_READS)
+def test_task_reads_refuse_a_logged_out_token_whatever_they_find(
+    api: TestClient, users: UserFactory, path: str
+) -> None:
+    user = users.create()
+    leaving, staying = first_session(user), login(api, user.email)
+    tasks = [api.post(f"/api/{user.id}/tasks", headers=staying.headers, json={"title": f"t{i}"}) for i in range(2)]
+    assert [response.status_code for response in tasks] == [201, 201]
+    url = f"/api/{user.id}" + path.format(task=tasks[0].json()["id"], missing=tasks[1].json()["id"] + 1000)
+    before = api.get(url, headers=leaving.headers)
+    assert before.status_code in (200, 404), before.text
+
+    assert api.post(LOGOUT, headers=leaving.headers).status_code == 204
+
+    assert_unauthorized(api.get(url, headers=leaving.headers))
+    assert_unauthorized(api.get(url.replace(user.id, "me"), headers=leaving.headers))
+    after = api.get(url, headers=staying.headers)
+    assert (after.status_code, after.content) == (before.status_code, before.content)
+
+
+@pytest.mark.parametrize("key", [None, "retry-1"])
+def test_a_logged_out_token_creates_nothing(api: TestClient, users: UserFactory, key: str | None) -> None:
+    """A create checks the session in its own INSERT (without an Idempotency-Key): nothing is stored either way."""
+    user = users.create()
+    leaving, staying = first_session(user), login(api, user.email)
+    assert api.post(LOGOUT, headers=leaving.headers).status_code == 204
+    headers = leaving.headers if key is None else {**leaving.headers, "Idempotency-Key": key}
+
+    assert_unauthorized(api.post(f"/api/{user.id}/tasks", headers=headers, json={"title": "After logout"}))
+    assert_unauthorized(api.post("/api/me/tasks", headers=headers, json={"title": "After logout"}))
+
+    assert api.get(f"/api/{user.id}/tasks", headers=staying.headers).json() == []
+    stats = api.get(f"/api/{user.id}/stats", headers=staying.headers).json()
+    assert stats["total"] == 0
+
+
 def test_logout_with_the_refresh_token_of_another_own_session_ends_it_too(api: TestClient, users: UserFactory) -> None:
     user = users.create()
     caller, named, bystander = first_session(user), login(api, user.email), login(api, user.email)

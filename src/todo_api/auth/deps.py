@@ -4,7 +4,8 @@ Every dependency here is `async def` and does no I/O: FastAPI runs a plain `def`
 of its own, and each hop costs more than the work. What a dependency can prove without I/O it proves before the
 input is validated (a missing or bad shared-secret token is a 401, another user's path a 404); what needs the
 database (is the token's session still live? Better Auth's keys and tables) the route proves in its own database
-session: `caller.principal(session)`, `owner.id(session)`.
+session: `caller.principal(session)`, `owner.id(session)`, or, for the hot reads, in the read's own statement:
+`owner.scope(session)`.
 """
 
 from __future__ import annotations
@@ -19,14 +20,18 @@ from sqlmodel import Session
 
 from todo_api.auth.better_auth import BetterAuth
 from todo_api.auth.models import User
-from todo_api.auth.service import Principal, current_user, principal_from_token, shared_secret_claims
+from todo_api.auth.service import (
+    OwnerScope,
+    Principal,
+    current_user,
+    principal_from_token,
+    shared_secret_claims,
+    unproven_session,
+)
 from todo_api.auth.sessions import ClientInfo
 from todo_api.config import Settings
 from todo_api.errors import NotFound, Unauthorized
 from todo_api.ratelimit import RateLimiter, client_ip
-
-# Only reads `Authorization: Bearer ...`; declared so /docs shows the Authorize button.
-bearer_token = OAuth2PasswordBearer(tokenUrl="/api/auth/token", auto_error=False)
 
 TASK_NOT_FOUND = "Task not found"
 MAX_TOKEN_LENGTH = 8192
@@ -65,21 +70,28 @@ class Caller:
         return current_user(session, self.principal(session))
 
 
-async def get_caller(request: Request, token: Annotated[str | None, Depends(bearer_token)]) -> Caller:
-    if not token:
-        raise Unauthorized("Not authenticated")
-    if len(token) > MAX_TOKEN_LENGTH:  # refused before any parsing
-        raise Unauthorized()
-    state = request.app.state
-    return Caller(
-        token=token,
-        claims=shared_secret_claims(token, settings=state.settings),
-        settings=state.settings,
-        better_auth=state.better_auth,
-        request_state=request.state,
-    )
+class BearerCaller(OAuth2PasswordBearer):
+    """The dependency that reads `Authorization: Bearer ...` into a `Caller`. An OAuth2 scheme, so /docs shows the
+    Authorize button; one dependency, not a scheme and a function (FastAPI's dependency solving costs as much per
+    dependency as a small query)."""
+
+    async def __call__(self, request: Request) -> Caller:  # type: ignore[override]
+        token = await super().__call__(request)
+        if not token:
+            raise Unauthorized("Not authenticated")
+        if len(token) > MAX_TOKEN_LENGTH:  # refused before any parsing
+            raise Unauthorized()
+        state = request.app.state
+        return Caller(
+            token=token,
+            claims=shared_secret_claims(token, settings=state.settings),
+            settings=state.settings,
+            better_auth=state.better_auth,
+            request_state=request.state,
+        )
 
 
+get_caller = BearerCaller(tokenUrl="/api/auth/token", auto_error=False)
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
@@ -95,6 +107,16 @@ class Owner:
         user_id = self.caller.principal(session).user_id
         _check_path(self.path_user_id, user_id)
         return user_id
+
+    def scope(self, session: Session) -> OwnerScope:
+        """Like `id()`, for a read that proves the caller's session in its own statement (see `OwnerScope`)."""
+        caller = self.caller
+        session_id = unproven_session(caller.claims, settings=caller.settings)
+        if session_id is None or caller.subject is None:
+            return OwnerScope(self.id(session))
+        _check_path(self.path_user_id, caller.subject)
+        caller.request_state.user_id = caller.subject  # for the access log
+        return OwnerScope(caller.subject, session_id=session_id)
 
 
 def _check_path(path_user_id: str, user_id: str) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, delete, update
+from sqlalchemy import Select, bindparam, delete, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -49,6 +49,8 @@ WRONG_CURRENT_PASSWORD = "Current password is incorrect"
 NO_PASSWORD = "This account has no password here; it signs in through Better Auth"
 INVALID_RESET = "Invalid or expired reset token"
 CONFIRM_WITH_PASSWORD = "Confirm the deletion with your current password"
+
+SelectT = TypeVar("SelectT", bound=Select[Any])
 
 
 @dataclass(frozen=True)
@@ -299,16 +301,63 @@ _LIVE_SESSION = sa_select(_sessions.id).where(
 )
 
 
+LIVE_SESSION = _LIVE_SESSION.exists()
+"""True while session `:session_id` of user `:user_id` is live: a statement reading the caller's rows checks the
+caller's session itself with it (`OwnerScope`), one round trip instead of two."""
+
+
 def _local_principal(session: Session, *, token: str, claims: dict[str, Any]) -> Principal:
     """One of ours: its session must be live (one small query: logout takes effect at once)."""
     session_id = claims.get("sid")
     if not isinstance(session_id, str):
         raise _rejected("no_session_id")
     user_id: str = claims["sub"]
-    live = session.execute(_LIVE_SESSION, {"session_id": session_id, "user_id": user_id}).first()
-    if live is None:
-        raise _rejected("no_live_session")
+    require_live_session(session, session_id=session_id, user_id=user_id)
     return Principal(user_id=user_id, session_id=session_id, token=token, expires_at=_timestamp(claims.get("exp")))
+
+
+def require_live_session(session: Session, *, session_id: str, user_id: str) -> None:
+    if session.execute(_LIVE_SESSION, {"session_id": session_id, "user_id": user_id}).first() is None:
+        raise _rejected("no_live_session")
+
+
+def unproven_session(claims: dict[str, Any] | None, *, settings: Settings) -> str | None:
+    """The session of one of our tokens (`claims` verified by `shared_secret_claims`): a statement can prove it live
+    by itself (`OwnerScope`). None for any other token, which `principal_from_token` proves."""
+    if claims is None or claims.get("iss") != settings.JWT_ISSUER:
+        return None
+    session_id = claims.get("sid")
+    return session_id if isinstance(session_id, str) else None
+
+
+@dataclass(frozen=True)
+class OwnerScope:
+    """Whose rows a route's statements may touch: `user_id`'s, and only while the caller is still signed in.
+
+    With `session_id` None the caller is proven already. Otherwise the caller's token is one of ours whose session
+    is not checked yet: the statement that reads checks it itself (`live(statement)`, executed with `params`), and
+    a read that comes back empty must `prove()` the caller before answering, so that a revoked session is a 401,
+    never an empty list or a 404.
+    """
+
+    user_id: str
+    session_id: str | None = None
+
+    def live(self, statement: SelectT) -> SelectT:
+        return statement if self.session_id is None else statement.where(LIVE_SESSION)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """The bind parameters of `LIVE_SESSION` (statements name the owner `:user_id` too)."""
+        return {"user_id": self.user_id, "session_id": self.session_id}
+
+    def prove(self, session: Session) -> None:
+        if self.session_id is not None:
+            require_live_session(session, session_id=self.session_id, user_id=self.user_id)
+
+    def refused(self) -> Unauthorized:
+        """The answer when a statement that can only have failed its session check (an insert) did nothing."""
+        return _rejected("no_live_session")
 
 
 def current_user(session: Session, principal: Principal) -> User:

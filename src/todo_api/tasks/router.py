@@ -16,6 +16,7 @@ from sqlalchemy import Row
 from sqlmodel import Session
 
 from todo_api.auth.deps import Owner, PathOwner
+from todo_api.auth.service import OwnerScope
 from todo_api.db import DatabaseDep
 from todo_api.errors import error_responses
 from todo_api.headers import etag, if_match_versions, not_modified, paging_links
@@ -96,7 +97,7 @@ def list_tasks(
     """The caller's tasks, filtered, sorted (newest first by default) and paged. `X-Total-Count` is the number
     of matches; `Link` has the `next` and `prev` pages."""
     with db.read() as session:
-        page, total = service.list_tasks(session, owner_id=owner.id(session), query=query)
+        page, total = service.list_tasks(session, owner=owner.scope(session), query=query)
     headers = {"X-Total-Count": str(total)}
     links = paging_links(request.url, offset=query.offset, limit=query.limit, total=total)
     if links:
@@ -130,8 +131,14 @@ def _once(
 
 
 @router.post("/tasks", response_model=TaskPublic, status_code=status.HTTP_201_CREATED)
-def create_task(db: DatabaseDep, owner: PathOwner, data: TaskCreate, key: IdempotencyKey = None) -> Any:
+def create_task(db: DatabaseDep, owner: PathOwner, data: TaskCreate, key: IdempotencyKey = None) -> Response:
     """With `Idempotency-Key`, a retry (same key and body, within 24 hours) returns the first result."""
+    if key is None:
+        # One INSERT, which also proves the caller's session: it commits on its own (`Database.statement`).
+        with db.statement() as session:
+            task = service.create_task(session, owner=owner.scope(session), data=data)
+            session.commit()
+        return _json(to_json(_public(task)), status_code=status.HTTP_201_CREATED, headers={"ETag": etag(task.version)})
     status_code, body = _once(
         db,
         owner,
@@ -139,8 +146,8 @@ def create_task(db: DatabaseDep, owner: PathOwner, data: TaskCreate, key: Idempo
         data,
         operation="create_task",
         status_code=status.HTTP_201_CREATED,
-        write=lambda session, owner_id: service.create_task(session, owner_id=owner_id, data=data, commit=False),
-        render=lambda task: TaskPublic.model_validate(task).model_dump(mode="json"),
+        write=lambda session, owner_id: service.create_task(session, owner=OwnerScope(owner_id), data=data),
+        render=lambda task: _TASK.dump_python(_TASK.validate_python(task._mapping), mode="json"),
     )
     return JSONResponse(body, status_code=status_code, headers={"ETag": etag(body["version"])})
 
@@ -177,7 +184,7 @@ def get_task(
     if_none_match: Annotated[list[str] | None, Header()] = None,
 ) -> Response:
     with db.read() as session:
-        task = service.get_task(session, owner_id=owner.id(session), task_id=task_id)
+        task = service.get_task(session, owner=owner.scope(session), task_id=task_id)
     if not_modified(if_none_match, task.version):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag(task.version)})
     return _task_json(task)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     case,
     delete,
     func,
+    insert,
     literal,
     not_,
     null,
@@ -30,6 +31,7 @@ from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from todo_api.auth.deps import TASK_NOT_FOUND
+from todo_api.auth.service import OwnerScope
 from todo_api.db import UTCDateTime, table, utcnow
 from todo_api.errors import AppError, NotFound, PreconditionFailed
 from todo_api.headers import etag
@@ -247,15 +249,23 @@ def _total(session: Session, *, owner_id: str, query: TaskQuery, filters: list[C
     return total
 
 
-def list_tasks(session: Session, *, owner_id: str, query: TaskQuery) -> tuple[Sequence[Row[Any]], int]:
+def list_tasks(session: Session, *, owner: OwnerScope, query: TaskQuery) -> tuple[Sequence[Row[Any]], int]:
     """One page of the owner's tasks matching `query`, and how many match in all."""
+    page, total = _list(session, owner=owner, query=query)
+    if not page:
+        owner.prove(session)  # the page's statement may have come back empty because the caller's session is not live
+    return page, total
+
+
+def _list(session: Session, *, owner: OwnerScope, query: TaskQuery) -> tuple[Sequence[Row[Any]], int]:
+    owner_id = owner.user_id
     filters = _filters(query, utcnow())
     descending = query.sort_order == "desc"
     order = _ordering(query.sort_by, descending=descending)
     if query.offset == 0:
         # The first page, with one row more than asked: when every match fits on it (the usual todo list), that is
         # the total, and no count is needed.
-        page = _page(session, owner_id=owner_id, filters=filters, order=order, offset=0, limit=query.limit + 1)
+        page = _page(session, owner=owner, filters=filters, order=order, offset=0, limit=query.limit + 1)
         if len(page) <= query.limit:
             return page, len(page)
         return page[: query.limit], _total(session, owner_id=owner_id, query=query, filters=filters)
@@ -270,7 +280,7 @@ def list_tasks(session: Session, *, owner_id: str, query: TaskQuery) -> tuple[Se
         inner_order = _ordering(query.sort_by, descending=not descending, nulls_last=False)
         offset = total - offset - limit
     page = _page(
-        session, owner_id=owner_id, filters=filters, order=order, inner_order=inner_order, offset=offset, limit=limit
+        session, owner=owner, filters=filters, order=order, inner_order=inner_order, offset=offset, limit=limit
     )
     return page, total
 
@@ -278,7 +288,7 @@ def list_tasks(session: Session, *, owner_id: str, query: TaskQuery) -> tuple[Se
 def _page(
     session: Session,
     *,
-    owner_id: str,
+    owner: OwnerScope,
     filters: list[ColumnElement[bool]],
     order: list[ColumnElement[Any]],
     inner_order: list[ColumnElement[Any]] | None = None,
@@ -289,51 +299,75 @@ def _page(
     The ids are the owner's already; scoping the outer query again only tempts SQLite into the wrong index.
     Plain rows, not ORM objects: loading 100 entities costs more than the query."""
     page_ids = (
-        sa_select(_TASKS.c.id)
-        .where(_of(owner_id), *filters)
-        .order_by(*(inner_order or order))
-        .offset(offset)
-        .limit(limit)
+        _SELECT_IDS.where(_of(owner.user_id), *filters).order_by(*(inner_order or order)).offset(offset).limit(limit)
     )
-    return session.execute(sa_select(*PUBLIC_COLUMNS).where(_TASKS.c.id.in_(page_ids)).order_by(*order)).all()
+    page = _SELECT_PUBLIC.where(_TASKS.c.id.in_(page_ids)).order_by(*order)
+    return session.execute(owner.live(page), owner.params).all()
+
+
+# Built once, refined per request (building a select of thirteen columns anew costs more than refining one).
+_SELECT_IDS = sa_select(_TASKS.c.id)
+_SELECT_PUBLIC = sa_select(*PUBLIC_COLUMNS)
 
 
 # --- Single tasks ---
 
-# The most frequent statement, built once; rows, not ORM objects (a one-row ORM load costs more than its query).
-_GET_TASK = sa_select(*PUBLIC_COLUMNS).where(
-    _TASKS.c.id == bindparam("task_id"), _TASKS.c.user_id == bindparam("owner_id"), _TASKS.c.trashed_at.is_(None)
+# The most frequent statement, built once (SQLAlchemy then keeps its cache key too), in both forms `OwnerScope.live`
+# gives; rows, not ORM objects (a one-row ORM load costs more than its query).
+_GET_TASK = _SELECT_PUBLIC.where(
+    _TASKS.c.id == bindparam("task_id"), _TASKS.c.user_id == bindparam("user_id"), _TASKS.c.trashed_at.is_(None)
 )
+_GET_TASK_IN_LIVE_SESSION = OwnerScope("", session_id="").live(_GET_TASK)
 
 
-def get_task(session: Session, *, owner_id: str, task_id: int) -> Row[Any]:
+def get_task(session: Session, *, owner: OwnerScope, task_id: int) -> Row[Any]:
     row = None
     if _valid_id(task_id):
-        row = session.execute(_GET_TASK, {"task_id": task_id, "owner_id": owner_id}).first()
+        statement = _GET_TASK if owner.session_id is None else _GET_TASK_IN_LIVE_SESSION
+        row = session.execute(statement, {**owner.params, "task_id": task_id}).first()
     if row is None:
+        owner.prove(session)  # not found, or the caller's session is not live
         raise NotFound(TASK_NOT_FOUND)
     return row
 
 
-def create_task(session: Session, *, owner_id: str, data: TaskCreate, commit: bool = True) -> Task:
-    """A new task of the owner's; with `commit=False` it is only flushed (the caller commits, with more)."""
+# A new task in one statement, which also proves the caller's session (`OwnerScope`): INSERT ... SELECT the values
+# WHERE the session is live, RETURNING the public columns. Built once; the values are bind parameters named after
+# their columns (`user_id` is the owner in both places).
+_INSERTED = [column for column in _TASKS.c if column.name != "id"]
+_INSERT_TASK = insert(_TASKS).returning(*PUBLIC_COLUMNS)
+_INSERT_TASK_IN_LIVE_SESSION = (
+    insert(_TASKS)
+    .from_select(
+        _INSERTED,
+        OwnerScope("", session_id="").live(
+            sa_select(*(bindparam(column.name, type_=column.type) for column in _INSERTED))
+        ),
+    )
+    .returning(*PUBLIC_COLUMNS)
+)
+
+
+def create_task(session: Session, *, owner: OwnerScope, data: TaskCreate) -> Row[Any]:
+    """A new task of the owner's, not committed. Nothing inserted can only mean the caller's session is not live."""
     now = utcnow()
     task = Task.model_validate(
         data,
         update={
-            "user_id": owner_id,
+            "user_id": owner.user_id,
             "priority": data.priority.value,
             "completed_at": now if data.completed else None,
             "created_at": now,
             "updated_at": now,
         },
     )
-    session.add(task)
-    if commit:
-        session.commit()
-    else:
-        session.flush()
-    return task
+    values = task.model_dump(include={column.name for column in _INSERTED})
+    if owner.session_id is None:
+        return session.execute(_INSERT_TASK, values).one()
+    row = session.execute(_INSERT_TASK_IN_LIVE_SESSION, {**values, **owner.params}).first()
+    if row is None:
+        raise owner.refused()
+    return row
 
 
 def update_task(session: Session, *, owner_id: str, task_id: int, data: TaskUpdate, if_match: IfMatch) -> Task:
