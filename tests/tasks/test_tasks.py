@@ -863,13 +863,22 @@ def test_a_token_signed_with_another_secret_is_rejected(client: TestClient, alic
             "due_date": "2031-02-03T04:05:06.789Z",
             "completed": True,
         },
+        {
+            "title": "Escapes \\ / and emoji 🎉",
+            "description": 'control \u0001\u001f, a newline\nand a line separator \u2028; "quoted"',
+            "due_date": "2031-02-03T04:05:06Z",
+        },
+        {"title": "Far dates", "due_date": "0001-01-01T00:00:00.000001Z"},
+        {"title": "Far dates", "due_date": "9999-12-31T23:59:59.999999+00:00"},
+        {"title": "Offset", "due_date": "2031-02-03T23:30:00.5-05:00"},
     ],
-    ids=["defaults", "every-field"],
+    ids=["defaults", "every-field", "escapes", "year-1", "year-9999", "offset"],
 )
 def test_reads_serialize_a_task_byte_for_byte_as_writes_do(
     client: TestClient, alice: Actor, fields: dict[str, Any]
 ) -> None:
-    # Writes answer through TaskPublic (ORM objects); reads turn rows straight into JSON. Both must agree exactly.
+    # Writes answer through TaskPublic (ORM objects); reads turn rows straight into JSON (on PostgreSQL the list's
+    # JSON is written by the database). Both must agree exactly.
     created = client.post(tasks_url("me"), headers=alice.headers, json=fields)
     assert created.status_code == 201, created.text
     task_id = created.json()["id"]
