@@ -128,6 +128,23 @@ class Task(SQLModel, table=True):
             text("id DESC"),
             postgresql_where=LIVE,
         ).ddl_if(dialect="postgresql"),
+        # Completed date, earliest first and open tasks last (on SQLite also latest first), and latest first on
+        # PostgreSQL, as for the due date.
+        Index(
+            "ix_tasks_live_user_id_completed_at",
+            "user_id",
+            "completed_at",
+            "id",
+            postgresql_where=LIVE,
+            sqlite_where=LIVE,
+        ),
+        Index(
+            "ix_tasks_live_user_id_completed_at_desc",
+            "user_id",
+            text("completed_at DESC NULLS LAST"),
+            text("id DESC"),
+            postgresql_where=LIVE,
+        ).ddl_if(dialect="postgresql"),
         Index(
             "ix_tasks_live_user_id_priority_rank",
             "user_id",
