@@ -80,17 +80,18 @@ class RequestContextMiddleware:
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route: Any = scope.get("route")
         template = getattr(route, "path", None) or UNMATCHED_ROUTE
-        state = scope.get("state", {})
-        fields: dict[str, Any] = {
-            "method": scope["method"],
-            "path": template,
-            "status": status,
-            "duration_ms": round(seconds * 1000, 2),
-            "request_id": state.get("request_id"),
-        }
-        if state.get("user_id"):
-            fields["user_id"] = state["user_id"]
-        access_log.info("request", extra=fields)
+        if access_log.isEnabledFor(logging.INFO):
+            state = scope.get("state", {})
+            fields: dict[str, Any] = {
+                "method": scope["method"],
+                "path": template,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 2),
+                "request_id": state.get("request_id"),
+            }
+            if state.get("user_id"):
+                fields["user_id"] = state["user_id"]
+            access_log.info("request", extra=fields)
         if self.metrics is not None:
             self.metrics.requests.labels(scope["method"], template, str(status)).inc()
             self.metrics.duration.labels(template).observe(seconds)

@@ -877,8 +877,7 @@ def test_a_token_signed_with_another_secret_is_rejected(client: TestClient, alic
 def test_reads_serialize_a_task_byte_for_byte_as_writes_do(
     client: TestClient, alice: Actor, fields: dict[str, Any]
 ) -> None:
-    # Writes answer through TaskPublic (ORM objects); reads turn rows straight into JSON (on PostgreSQL the list's
-    # JSON is written by the database). Both must agree exactly.
+    # Writes answer through TaskPublic (ORM objects); reads turn rows straight into JSON. Both must agree exactly.
     created = client.post(tasks_url("me"), headers=alice.headers, json=fields)
     assert created.status_code == 201, created.text
     task_id = created.json()["id"]

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, TypeAdapter
+from pydantic_core import to_json
 from sqlalchemy import Row
 from sqlmodel import Session
 
@@ -70,9 +71,9 @@ def _json(
 def _task_json(task: Task | Row[Any]) -> Response:
     """One task (an ORM object from a write, or a row from a read), with its ETag."""
     if isinstance(task, Task):
-        body: bytes | str = _TASK.dump_json(_TASK.validate_python(task, from_attributes=True))
+        body = _TASK.dump_json(_TASK.validate_python(task, from_attributes=True))
     else:
-        body = service.public_json(task)
+        body = to_json(service.public(task))
     return _json(body, headers={"ETag": etag(task.version)})
 
 
@@ -91,7 +92,7 @@ def list_tasks(
     links = paging_links(request.url, offset=query.offset, limit=query.limit, total=total)
     if links:
         headers["Link"] = links
-    return _json("[" + ",".join(page) + "]", headers=headers)
+    return _json(to_json([service.public(row) for row in page]), headers=headers)
 
 
 def _once(
@@ -128,7 +129,7 @@ def create_task(db: DatabaseDep, owner: PathOwner, data: TaskCreate, key: Idempo
             task = service.create_task(session, owner=owner.scope(session), data=data)
             session.commit()
         return _json(
-            service.public_json(task), status_code=status.HTTP_201_CREATED, headers={"ETag": etag(task.version)}
+            to_json(service.public(task)), status_code=status.HTTP_201_CREATED, headers={"ETag": etag(task.version)}
         )
     status_code, body = _once(
         db,

@@ -7,12 +7,10 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pydantic_core import to_json
 from sqlalchemy import (
     ColumnElement,
     Delete,
     Row,
-    Text,
     Update,
     and_,
     bindparam,
@@ -21,7 +19,6 @@ from sqlalchemy import (
     func,
     insert,
     literal,
-    literal_column,
     not_,
     null,
     or_,
@@ -34,7 +31,7 @@ from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
 
 from todo_api.auth.deps import TASK_NOT_FOUND
-from todo_api.auth.service import OwnerScope
+from todo_api.auth.service import LIVE_SESSION, OwnerScope
 from todo_api.db import UTCDateTime, table, utcnow
 from todo_api.errors import AppError, NotFound, PreconditionFailed
 from todo_api.headers import etag
@@ -252,16 +249,15 @@ def _total(session: Session, *, owner_id: str, query: TaskQuery, filters: list[C
     return total
 
 
-def list_tasks(session: Session, *, owner: OwnerScope, query: TaskQuery) -> tuple[list[str], int]:
-    """One page of the owner's tasks matching `query`, each as its JSON object (TaskPublic's, byte for byte), and
-    how many match in all."""
+def list_tasks(session: Session, *, owner: OwnerScope, query: TaskQuery) -> tuple[Sequence[Row[Any]], int]:
+    """One page of the owner's tasks matching `query` (rows of `PUBLIC_COLUMNS`), and how many match in all."""
     page, total = _list(session, owner=owner, query=query)
     if not page:
         owner.prove(session)  # the page's statement may have come back empty because the caller's session is not live
     return page, total
 
 
-def _list(session: Session, *, owner: OwnerScope, query: TaskQuery) -> tuple[list[str], int]:
+def _list(session: Session, *, owner: OwnerScope, query: TaskQuery) -> tuple[Sequence[Row[Any]], int]:
     owner_id = owner.user_id
     filters = _filters(query, utcnow())
     descending = query.sort_order == "desc"
@@ -298,73 +294,40 @@ def _page(
     inner_order: list[ColumnElement[Any]] | None = None,
     offset: int,
     limit: int,
-) -> list[str]:
-    """The page's ids first (from an index alone when the filters allow), then only those rows, in `order`, each as
-    its JSON object. The ids are the owner's already; scoping the outer query again only tempts SQLite into the wrong
-    index."""
+) -> Sequence[Row[Any]]:
+    """The page's ids first (from an index alone when the filters allow), then only those rows, in `order`.
+    The ids are the owner's already; scoping the outer query again only tempts SQLite into the wrong index.
+    Plain rows, not ORM objects: loading 100 entities costs more than the query."""
     page_ids = (
         _SELECT_IDS.where(_of(owner.user_id), *filters).order_by(*(inner_order or order)).offset(offset).limit(limit)
     )
-    if session.get_bind().dialect.name == "postgresql":
-        # PostgreSQL writes each row's JSON (in C, a tenth of the Python below, which is most of a page's cost).
-        statement = _SELECT_JSON.where(_TASKS.c.id.in_(page_ids)).order_by(*order)
-        return list(session.execute(owner.live(statement), owner.params).scalars())
     statement = _SELECT_PUBLIC.where(_TASKS.c.id.in_(page_ids)).order_by(*order)
-    return [public_json(row) for row in session.execute(owner.live(statement), owner.params)]
+    return session.execute(owner.live(statement), owner.params).all()
 
 
 # Built once, refined per request (building a select of thirteen columns anew costs more than refining one).
 _SELECT_IDS = sa_select(_TASKS.c.id)
 _SELECT_PUBLIC = sa_select(*PUBLIC_COLUMNS)
-
-
-def public_json(row: Row[Any]) -> str:
-    """A row of `PUBLIC_COLUMNS` as TaskPublic's JSON object. The rows were just read from our own tables, so they are
-    not validated again (for a page of 100 that costs four times the query); a test holds this, and `_SELECT_JSON`,
-    to TaskPublic's own serialization byte for byte."""
-    task = dict(zip(_PUBLIC_FIELDS, row, strict=True))
-    task["status"] = "completed" if task["completed"] else "pending"
-    return to_json(task).decode()
-
-
 _PUBLIC_FIELDS = tuple(TaskPublic.model_fields)
 
 
-def _json_timestamp_sql(column: str) -> str:
-    """SQL for a timestamp as pydantic writes it: `2031-02-03T04:05:06Z`, with `.ffffff` before the Z unless the
-    microseconds are 0; NULL stays NULL."""
-    utc = f"timezone('UTC', {column})"
-    return (
-        f"""to_char({utc}, 'YYYY-MM-DD"T"HH24:MI:SS') """
-        f"""|| CASE WHEN to_char({column}, 'US') = '000000' THEN 'Z' ELSE to_char({utc}, '.US"Z"') END"""
-    )
-
-
-def _task_json_sql() -> str:
-    """SQL for a `tasks` row's JSON object, written by PostgreSQL: row_to_json over TaskPublic's fields in order
-    (timestamps as pydantic writes them), then the computed `status`."""
-    fields = []
-    for name in TaskPublic.model_fields:
-        column = f"{_TASKS.name}.{name}"
-        value = _json_timestamp_sql(column) if isinstance(_TASKS.c[name].type, UTCDateTime) else column
-        fields.append(f"{value} AS {name}")
-    fields.append(f"CASE WHEN {_TASKS.name}.completed THEN 'completed' ELSE 'pending' END AS status")
-    return f"(SELECT row_to_json(task)::text FROM (SELECT {', '.join(fields)}) AS task)"
-
-
-# Text, not an expression tree: SQLAlchemy derives a statement's cache key from its tree on every execution, and
-# this tree would cost more than the rest of the list's statement.
-_SELECT_JSON = sa_select(literal_column(_task_json_sql(), Text)).select_from(_TASKS)
+def public(row: Row[Any]) -> dict[str, Any]:
+    """A row of `PUBLIC_COLUMNS` as TaskPublic's JSON object (for `to_json`). The rows were just read from our own
+    tables, so they are not validated again (for a page of 100 that costs four times the query); a test holds this
+    to TaskPublic's own serialization byte for byte."""
+    task = dict(zip(_PUBLIC_FIELDS, row, strict=True))
+    task["status"] = "completed" if task["completed"] else "pending"
+    return task
 
 
 # --- Single tasks ---
 
-# The most frequent statement, built once (SQLAlchemy then keeps its cache key too), in both forms `OwnerScope.live`
-# gives; rows, not ORM objects (a one-row ORM load costs more than its query).
+# The most frequent statement, built once (SQLAlchemy then keeps its cache key too), as is and with the caller's
+# session check (`OwnerScope`); rows, not ORM objects (a one-row ORM load costs more than its query).
 _GET_TASK = _SELECT_PUBLIC.where(
     _TASKS.c.id == bindparam("task_id"), _TASKS.c.user_id == bindparam("user_id"), _TASKS.c.trashed_at.is_(None)
 )
-_GET_TASK_IN_LIVE_SESSION = OwnerScope("", session_id="").live(_GET_TASK)
+_GET_TASK_IN_LIVE_SESSION = _GET_TASK.where(LIVE_SESSION)
 
 
 def get_task(session: Session, *, owner: OwnerScope, task_id: int) -> Row[Any]:
@@ -382,14 +345,13 @@ def get_task(session: Session, *, owner: OwnerScope, task_id: int) -> Row[Any]:
 # WHERE the session is live, RETURNING the public columns. Built once; the values are bind parameters named after
 # their columns (`user_id` is the owner in both places).
 _INSERTED = [column for column in _TASKS.c if column.name != "id"]
+_INSERTED_NAMES = {column.name for column in _INSERTED}
 _INSERT_TASK = insert(_TASKS).returning(*PUBLIC_COLUMNS)
 _INSERT_TASK_IN_LIVE_SESSION = (
     insert(_TASKS)
     .from_select(
         _INSERTED,
-        OwnerScope("", session_id="").live(
-            sa_select(*(bindparam(column.name, type_=column.type) for column in _INSERTED))
-        ),
+        sa_select(*(bindparam(column.name, type_=column.type) for column in _INSERTED)).where(LIVE_SESSION),
     )
     .returning(*PUBLIC_COLUMNS)
 )
@@ -408,7 +370,7 @@ def create_task(session: Session, *, owner: OwnerScope, data: TaskCreate) -> Row
             "updated_at": now,
         },
     )
-    values = task.model_dump(include={column.name for column in _INSERTED})
+    values = task.model_dump(include=_INSERTED_NAMES)
     if owner.session_id is None:
         return session.execute(_INSERT_TASK, values).one()
     row = session.execute(_INSERT_TASK_IN_LIVE_SESSION, {**values, **owner.params}).first()
