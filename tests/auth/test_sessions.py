@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import pytest
@@ -39,7 +40,7 @@ from tests.auth.helpers import (
     seconds_ago,
     session_id_of,
 )
-from tests.factories import UserFactory
+from tests.factories import UserFactory, bearer, better_auth_token
 from tests.tasks.helpers import assert_utc_timestamp
 from todo_api.security import hash_token
 
@@ -209,6 +210,35 @@ def test_a_logged_out_token_creates_nothing(api: TestClient, users: UserFactory,
     assert api.get(f"/api/{user.id}/tasks", headers=staying.headers).json() == []
     stats = api.get(f"/api/{user.id}/stats", headers=staying.headers).json()
     assert stats["total"] == 0
+
+
+@pytest.mark.parametrize(
+    "sid",
+    ["none", "not-a-string", "unknown", "another-users-session"],
+)
+def test_a_signed_token_of_ours_without_a_live_session_of_its_own_is_refused(
+    api: TestClient, users: UserFactory, sid: str
+) -> None:
+    """Validly signed with our issuer, but its `sid` is missing, malformed, unknown or another user's: the reads and
+    the create that check the session inside their own statement refuse it like every other route."""
+    user, other = users.create(), users.create()
+    created = api.post(f"/api/{user.id}/tasks", headers=user.headers, json={"title": "Mine"})
+    assert created.status_code == 201, created.text
+    claims: dict[str, Any] = {
+        "none": {},
+        "not-a-string": {"sid": 123},
+        "unknown": {"sid": str(uuid.uuid4())},
+        "another-users-session": {"sid": session_id_of(other.token)},
+    }[sid]
+    forged = bearer(better_auth_token(user.id, iss="todo-api", **claims))
+
+    for path in (f"/tasks/{created.json()['id']}", "/tasks", "/tasks?offset=5", "/stats"):
+        assert_unauthorized(api.get(f"/api/{user.id}{path}", headers=forged))
+    assert_unauthorized(api.post(f"/api/{user.id}/tasks", headers=forged, json={"title": "Forged"}))
+    assert_unauthorized(api.get("/api/auth/me", headers=forged))
+
+    assert [task["title"] for task in api.get(f"/api/{user.id}/tasks", headers=user.headers).json()] == ["Mine"]
+    assert_works(api, other.headers)
 
 
 def test_logout_with_the_refresh_token_of_another_own_session_ends_it_too(api: TestClient, users: UserFactory) -> None:

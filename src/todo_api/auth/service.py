@@ -318,7 +318,11 @@ def _local_principal(session: Session, *, token: str, claims: dict[str, Any]) ->
 
 def require_live_session(session: Session, *, session_id: str, user_id: str) -> None:
     if session.execute(_LIVE_SESSION, {"session_id": session_id, "user_id": user_id}).first() is None:
-        raise _rejected("no_live_session")
+        raise _session_not_live()
+
+
+def _session_not_live() -> Unauthorized:
+    return _rejected("no_live_session")
 
 
 def unproven_session(claims: dict[str, Any] | None, *, settings: Settings) -> str | None:
@@ -355,9 +359,10 @@ class OwnerScope:
         if self.session_id is not None:
             require_live_session(session, session_id=self.session_id, user_id=self.user_id)
 
-    def refused(self) -> Unauthorized:
+    @staticmethod
+    def refused() -> Unauthorized:
         """The answer when a statement that can only have failed its session check (an insert) did nothing."""
-        return _rejected("no_live_session")
+        return _session_not_live()
 
 
 def current_user(session: Session, principal: Principal) -> User:

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, TypeAdapter
-from pydantic_core import to_json
+from pydantic_core import to_json, to_jsonable_python
 from sqlalchemy import Row
 from sqlmodel import Session
 
@@ -139,7 +139,7 @@ def create_task(db: DatabaseDep, owner: PathOwner, data: TaskCreate, key: Idempo
         operation="create_task",
         status_code=status.HTTP_201_CREATED,
         write=lambda session, owner_id: service.create_task(session, owner=OwnerScope(owner_id), data=data),
-        render=lambda task: _TASK.dump_python(_TASK.validate_python(task._mapping), mode="json"),
+        render=lambda task: to_jsonable_python(service.public(task)),
     )
     return JSONResponse(body, status_code=status_code, headers={"ETag": etag(body["version"])})
 
