@@ -93,6 +93,17 @@ class _BoundedConnection(psycopg2.extensions.connection):
         self.probing = False  # set around the pool's liveness probe (`_ping_idle_connections`)
         super().__init__(dsn, *args, **kwargs)
 
+    # psycopg2 lets go of the GIL for every commit() and rollback(), even with no transaction to end. Under load
+    # each of those is a hand-off to another thread and back, which costs more than the call: SQLAlchemy ends every
+    # session and every pool check-in with a rollback(), nearly always of nothing.
+    def commit(self) -> None:
+        if self.closed or self.status != psycopg2.extensions.STATUS_READY:
+            super().commit()
+
+    def rollback(self) -> None:
+        if self.closed or self.status != psycopg2.extensions.STATUS_READY:
+            super().rollback()
+
     def may_be_working(self) -> bool:
         """Whether the server may be running a statement, which it cancels itself at the statement timeout: in a
         transaction, or an autocommit read (`Database.read`). Otherwise (connecting, BEGIN, COMMIT, the liveness
@@ -199,6 +210,8 @@ def build_engine(settings: Settings, url: str | None = None) -> Engine:
         pool_recycle=settings.DB_POOL_RECYCLE,
     )
     _postgres_setup(engine, settings)
+    if not settings.behind_transaction_pooler:
+        _autocommit_reads(engine)
     if settings.DB_POOL_PRE_PING:
         _ping_idle_connections(engine, settings.DB_POOL_PING_IDLE)
     return engine
@@ -242,21 +255,32 @@ def pool_capacity(settings: Settings) -> int:
     return min(capacity, SQLITE_CONNECTIONS) if settings.is_sqlite else capacity
 
 
-class _AutocommitSession(Session):
-    """A session whose statements each commit on their own: psycopg2 then sends neither BEGIN nor ROLLBACK, two of
-    the four round trips of a one-task read. Its connections go back to the pool in transaction mode."""
+AUTOCOMMIT_READS = "todo_api_autocommit"  # the execution option that marks `Database.read` connections
 
 
-@event.listens_for(_AutocommitSession, "after_begin")
-def _begin_autocommit(_session: Session, _transaction: Any, connection: Any) -> None:
-    # psycopg2's own switch, before the connection has sent anything in this transaction (SQLAlchemy's
-    # isolation_level="AUTOCOMMIT" option does the same at several times the cost, on every checkout and check-in).
-    connection.connection.dbapi_connection.autocommit = True
+def _autocommit_reads(engine: Engine) -> None:
+    """On a direct PostgreSQL connection, a read needs no transaction: each statement commits on its own, and
+    psycopg2 then sends neither BEGIN nor ROLLBACK, two of the four round trips of a one-task read.
 
+    So connections rest in autocommit (psycopg2's own switch; SQLAlchemy's isolation_level="AUTOCOMMIT" option
+    flips it on every checkout and check-in, and each flip lets go of the GIL). Every transaction that is not a
+    `Database.read` turns it off before sending anything: this is on the engine, so a session or connection made
+    anywhere else is a transaction as usual. Check-in turns it back on after such a transaction.
+    """
 
-def _end_autocommit(dbapi_connection: Any, _record: Any) -> None:
-    if dbapi_connection is not None:
-        dbapi_connection.autocommit = False
+    @event.listens_for(engine, "connect")
+    def _rest_in_autocommit(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.autocommit = True
+
+    @event.listens_for(engine, "begin")
+    def _transaction(connection: Any) -> None:
+        if not connection.get_execution_options().get(AUTOCOMMIT_READS):
+            connection.connection.dbapi_connection.autocommit = False
+
+    @event.listens_for(engine, "checkin")
+    def _back_to_rest(dbapi_connection: Any, _record: Any) -> None:
+        if dbapi_connection is not None and not dbapi_connection.closed and not dbapi_connection.autocommit:
+            dbapi_connection.autocommit = True
 
 
 class Database:
@@ -275,18 +299,17 @@ class Database:
 
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
-        # Reads run in autocommit on a direct PostgreSQL connection: each statement sees committed data, as it
-        # would in a READ COMMITTED transaction. Through a transaction pooler the statement timeout needs a
-        # transaction (`SET LOCAL`), and SQLite's transactions are ours (BEGIN IMMEDIATE).
-        self._read_session = Session
+        # Reads run in autocommit on a direct PostgreSQL connection (`_autocommit_reads`): each statement sees
+        # committed data, as it would in a READ COMMITTED transaction. Through a transaction pooler the statement
+        # timeout needs a transaction (`SET LOCAL`), and SQLite's transactions are ours (BEGIN IMMEDIATE).
+        self._reads = engine
         if not settings.is_sqlite and not settings.behind_transaction_pooler:
-            self._read_session = _AutocommitSession
-            event.listen(engine, "checkin", _end_autocommit)
+            self._reads = engine.execution_options(**{AUTOCOMMIT_READS: True})
 
     @contextmanager
     def read(self) -> Iterator[Session]:
         """For routes that only read (a Better Auth user seen for the first time is still recorded: committed)."""
-        with self._read_session(self.engine, expire_on_commit=False) as session:
+        with Session(self._reads, expire_on_commit=False) as session:
             yield session
 
     def statement(self) -> AbstractContextManager[Session]:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import re
 import time
-import uuid
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
@@ -31,7 +31,9 @@ def _request_id(scope: Scope) -> str:
             if _VALID_REQUEST_ID.fullmatch(candidate):
                 return candidate
             break
-    return uuid.uuid4().hex
+    # Unique, not secret: 128 random bits from Python's generator, as uuid4().hex would show them. uuid4() reads
+    # os.urandom, which lets go of the GIL, and the event loop then waits for a busy worker thread to hand it back.
+    return f"{random.getrandbits(128):032x}"
 
 
 def _cache_control(path: str, status: int) -> str | None:
