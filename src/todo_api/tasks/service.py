@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime, time, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -11,6 +12,7 @@ from sqlalchemy import (
     ColumnElement,
     Delete,
     Row,
+    Select,
     Update,
     and_,
     bindparam,
@@ -182,35 +184,80 @@ def _escape_like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _filters(query: TaskQuery, now: datetime) -> list[ColumnElement[bool]]:
-    filters: list[ColumnElement[bool]] = []
+# A list request's statements depend on the shape of its query (which filters, which sort, whether the caller's
+# session is checked in them), not on its values: each shape is built once (`_page_statement`, `_total_statement`)
+# with named bind parameters, and SQLAlchemy keeps its cache key with it. Building the page's statement anew and
+# computing that key cost as much CPU as SQLAlchemy's whole execution of it.
+_OWNED = _TASKS.c.user_id == bindparam("user_id")
+
+
+def _bucket_filters(columns: ColumnCollection[str, Any]) -> dict[str, ColumnElement[bool]]:
+    """The filters the per-user counts can answer as well as the tasks (`columns` of either table): completion,
+    priority and category."""
+    return {
+        "completed": columns.completed == bindparam("completed"),
+        "priority": columns.priority.in_(bindparam("priorities", expanding=True)),
+        "category": func.lower(columns.category) == func.lower(bindparam("category")),
+    }
+
+
+_COUNT_FILTERS = _bucket_filters(_COUNTS.c)
+_FILTERS: dict[str, ColumnElement[bool]] = {
+    "trashed": _TRASHED,
+    "live": _LIVE,
+    "updated_since": _TASKS.c.updated_at >= bindparam("updated_since"),
+    **_bucket_filters(_TASKS.c),
+    "overdue": and_(_TASKS.c.completed == False, _TASKS.c.due_date < bindparam("now")),  # noqa: E712
+    "not_overdue": or_(
+        _TASKS.c.completed == True,  # noqa: E712
+        _TASKS.c.due_date.is_(None),
+        _TASKS.c.due_date >= bindparam("now"),
+    ),
+    "due_after": _TASKS.c.due_date >= bindparam("due_after"),
+    "due_before": _TASKS.c.due_date < bindparam("due_before"),
+    # ILIKE on PostgreSQL (any letter, served by the trigram indexes); lower() LIKE on SQLite (ASCII).
+    "search": or_(
+        _TASKS.c.title.ilike(bindparam("pattern"), escape="\\"),
+        _TASKS.c.description.ilike(bindparam("pattern"), escape="\\"),
+    ),
+}
+
+
+def _filters(query: TaskQuery, now: datetime) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """The names of the `_FILTERS` that `query` asks for, and their bind parameters."""
+    names: list[str] = []
+    params: dict[str, Any] = {}
     if query.trashed:
-        filters.append(_TRASHED)
+        names.append("trashed")
     elif query.trashed is False or query.updated_since is None:
-        filters.append(_LIVE)
+        names.append("live")
     # else: a sync (`updated_since`) also reports the tasks trashed since then, by their trashed_at.
     if query.updated_since is not None:
-        filters.append(_TASKS.c.updated_at >= query.updated_since)
-    filters.extend(_bucket_filters(_TASKS.c, query))
-    if query.overdue is True:
-        filters.append(and_(_TASKS.c.completed == False, _TASKS.c.due_date < now))  # noqa: E712
-    elif query.overdue is False:
-        due = _TASKS.c.due_date
-        filters.append(or_(_TASKS.c.completed == True, due.is_(None), due >= now))  # noqa: E712
+        names.append("updated_since")
+        params["updated_since"] = query.updated_since
+    completed = query.completed_filter
+    if completed is not None:
+        names.append("completed")
+        params["completed"] = completed
+    if query.priority:
+        names.append("priority")
+        params["priorities"] = sorted({p.value for p in query.priority})
+    if query.category:
+        names.append("category")
+        params["category"] = query.category
+    if query.overdue is not None:
+        names.append("overdue" if query.overdue else "not_overdue")
+        params["now"] = now
     if query.due_after is not None:
-        filters.append(_TASKS.c.due_date >= query.due_after)
+        names.append("due_after")
+        params["due_after"] = query.due_after
     if query.due_before is not None:
-        filters.append(_TASKS.c.due_date < query.due_before)
+        names.append("due_before")
+        params["due_before"] = query.due_before
     if query.search:
-        pattern = f"%{_escape_like(query.search)}%"
-        # ILIKE on PostgreSQL (any letter, served by the trigram indexes); lower() LIKE on SQLite (ASCII).
-        filters.append(
-            or_(
-                _TASKS.c.title.ilike(pattern, escape="\\"),
-                _TASKS.c.description.ilike(pattern, escape="\\"),
-            )
-        )
-    return filters
+        names.append("search")
+        params["pattern"] = f"%{_escape_like(query.search)}%"
+    return tuple(names), params
 
 
 def _counted(query: TaskQuery) -> bool:
@@ -224,28 +271,19 @@ def _counted(query: TaskQuery) -> bool:
     )
 
 
-def _bucket_filters(columns: ColumnCollection[str, Any], query: TaskQuery) -> list[ColumnElement[bool]]:
-    """The filters the per-user counts can answer as well as the tasks (`columns` of either table): completion,
-    priority and category."""
-    filters: list[ColumnElement[bool]] = []
-    completed = query.completed_filter
-    if completed is not None:
-        filters.append(columns.completed == completed)
-    if query.priority:
-        filters.append(columns.priority.in_(sorted({p.value for p in query.priority})))
-    if query.category:
-        filters.append(func.lower(columns.category) == func.lower(query.category))
-    return filters
+@lru_cache(maxsize=256)
+def _total_statement(filters: tuple[str, ...], *, counted: bool) -> Select[Any]:
+    if not counted:
+        return sa_select(func.count()).where(_OWNED, *(_FILTERS[name] for name in filters))
+    buckets = (_COUNT_FILTERS[name] for name in filters if name in _COUNT_FILTERS)
+    return sa_select(func.coalesce(func.sum(_COUNTS.c.n), 0)).where(
+        _COUNTS.c.user_id == bindparam("user_id"), _COUNTS.c.trashed == bindparam("trashed"), *buckets
+    )
 
 
-def _total(session: Session, *, owner_id: str, query: TaskQuery, filters: list[ColumnElement[bool]]) -> int:
-    total: int
-    if not _counted(query):
-        total = session.execute(sa_select(func.count()).where(_of(owner_id), *filters)).scalar_one()
-        return total
-    counts = [_COUNTS.c.user_id == owner_id, _COUNTS.c.trashed == bool(query.trashed)]
-    counts.extend(_bucket_filters(_COUNTS.c, query))
-    total = session.execute(sa_select(func.coalesce(func.sum(_COUNTS.c.n), 0)).where(*counts)).scalar_one()
+def _total(session: Session, *, query: TaskQuery, filters: tuple[str, ...], params: dict[str, Any]) -> int:
+    statement = _total_statement(filters, counted=_counted(query))
+    total: int = session.execute(statement, {**params, "trashed": bool(query.trashed)}).scalar_one()
     return total
 
 
@@ -258,51 +296,56 @@ def list_tasks(session: Session, *, owner: OwnerScope, query: TaskQuery) -> tupl
 
 
 def _list(session: Session, *, owner: OwnerScope, query: TaskQuery) -> tuple[Sequence[Row[Any]], int]:
-    owner_id = owner.user_id
-    filters = _filters(query, utcnow())
-    descending = query.sort_order == "desc"
-    order = _ordering(query.sort_by, descending=descending)
+    filters, params = _filters(query, utcnow())
+    params.update(owner.params)
+    shape = (filters, query.sort_by, query.sort_order == "desc", owner.session_id is not None)
     if query.offset == 0:
         # The first page, with one row more than asked: when every match fits on it (the usual todo list), that is
         # the total, and no count is needed.
-        page = _page(session, owner=owner, filters=filters, order=order, offset=0, limit=query.limit + 1)
+        page = _page(session, shape, params, offset=0, limit=query.limit + 1)
         if len(page) <= query.limit:
             return page, len(page)
-        return page[: query.limit], _total(session, owner_id=owner_id, query=query, filters=filters)
-    total = _total(session, owner_id=owner_id, query=query, filters=filters)
+        return page[: query.limit], _total(session, query=query, filters=filters, params=params)
+    total = _total(session, query=query, filters=filters, params=params)
     if query.offset >= total:
         return [], total
     offset, limit = query.offset, min(query.limit, total - query.offset)
-    inner_order = order
     if offset > total // 2:
         # A deep page is read from the other end (offset 90,000 of 100,000 walks 10,000 entries, not 90,000);
         # the outer query puts it back in the requested order.
-        inner_order = _ordering(query.sort_by, descending=not descending, nulls_last=False)
-        offset = total - offset - limit
-    page = _page(
-        session, owner=owner, filters=filters, order=order, inner_order=inner_order, offset=offset, limit=limit
-    )
-    return page, total
+        return _page(session, shape, params, offset=total - offset - limit, limit=limit, from_end=True), total
+    return _page(session, shape, params, offset=offset, limit=limit), total
+
+
+_PageShape = tuple[tuple[str, ...], SortField, bool, bool]
+"""A page statement's shape: its filters, the sort field, descending, and whether it checks the caller's session."""
 
 
 def _page(
-    session: Session,
-    *,
-    owner: OwnerScope,
-    filters: list[ColumnElement[bool]],
-    order: list[ColumnElement[Any]],
-    inner_order: list[ColumnElement[Any]] | None = None,
-    offset: int,
-    limit: int,
+    session: Session, shape: _PageShape, params: dict[str, Any], *, offset: int, limit: int, from_end: bool = False
 ) -> Sequence[Row[Any]]:
-    """The page's ids first (from an index alone when the filters allow), then only those rows, in `order`.
-    The ids are the owner's already; scoping the outer query again only tempts SQLite into the wrong index.
-    Plain rows, not ORM objects: loading 100 entities costs more than the query."""
+    statement = _page_statement(*shape, from_end=from_end)
+    return session.execute(statement, {**params, "offset": offset, "limit": limit}).all()
+
+
+@lru_cache(maxsize=512)
+def _page_statement(
+    filters: tuple[str, ...], sort_by: SortField, descending: bool, live_session: bool, *, from_end: bool
+) -> Select[Any]:
+    """The page's ids first (from an index alone when the filters allow), then only those rows, in order; with
+    `from_end`, the ids are walked from the other end. The ids are the owner's already; scoping the outer query
+    again only tempts SQLite into the wrong index. Plain rows, not ORM objects: loading 100 entities costs more
+    than the query. With `live_session`, the statement also checks the caller's session (`OwnerScope`)."""
+    order = _ordering(sort_by, descending=descending)
+    inner_order = _ordering(sort_by, descending=not descending, nulls_last=False) if from_end else order
     page_ids = (
-        _SELECT_IDS.where(_of(owner.user_id), *filters).order_by(*(inner_order or order)).offset(offset).limit(limit)
+        _SELECT_IDS.where(_OWNED, *(_FILTERS[name] for name in filters))
+        .order_by(*inner_order)
+        .offset(bindparam("offset"))
+        .limit(bindparam("limit"))
     )
     statement = _SELECT_PUBLIC.where(_TASKS.c.id.in_(page_ids)).order_by(*order)
-    return session.execute(owner.live(statement), owner.params).all()
+    return statement.where(LIVE_SESSION) if live_session else statement
 
 
 # Built once, refined per request (building a select of thirteen columns anew costs more than refining one).
