@@ -453,6 +453,44 @@ def test_slow_query_is_cut_by_the_statement_timeout_and_the_pool_recovers(
     )
 
 
+@pytest.mark.parametrize("pooler", [False, True], ids=["direct", "transaction-pooler"])
+def test_timestamps_are_utc_whatever_the_servers_time_zone(pg: PrivatePostgres, pooler: bool) -> None:
+    # Timestamps are read without a conversion per value on PostgreSQL (`UTCDateTime`): every session is pinned
+    # to UTC. A server whose default time zone is another must not show through.
+    admin = pg.connect()
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute("ALTER DATABASE todo SET TimeZone = 'Asia/Kolkata'")
+    try:
+        app = create_app(make_settings(pg.url, DB_TRANSACTION_POOLER=pooler))
+        with TestClient(app) as client:
+            user = register(client)
+            created = client.post(
+                "/api/me/tasks", json={"title": "t", "due_date": "2026-12-01T10:00:00+01:00"}, headers=user.headers
+            )
+            assert created.status_code == 201
+            task = created.json()
+            assert task["due_date"] == "2026-12-01T09:00:00Z"
+            assert task["created_at"].endswith("Z")
+            for response in (
+                client.get(f"/api/me/tasks/{task['id']}", headers=user.headers),
+                client.get("/api/me/tasks", headers=user.headers),
+            ):
+                assert response.status_code == 200
+                read = response.json()
+                assert (read[0] if isinstance(read, list) else read) == task
+            with app.state.engine.connect() as connection:
+                assert connection.exec_driver_sql("SHOW TimeZone").scalar() == "UTC"
+            # What a new session of this server sees, without the pin:
+            assert pg.query("SELECT due_date::text FROM tasks WHERE id = %s", (task["id"],)) == [
+                ("2026-12-01 14:30:00+05:30",)
+            ]
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute("ALTER DATABASE todo RESET TimeZone")
+        admin.close()
+
+
 def test_no_acknowledged_write_is_lost_when_postgres_is_killed_under_load(
     pg: PrivatePostgres, figures: Callable[[str, str], None]
 ) -> None:
