@@ -71,8 +71,10 @@ class Settings(BaseSettings):
     LOG_LEVEL: str = "INFO"
     HOST: str = Field(default="127.0.0.1", validation_alias=AliasChoices("HOST", "API_HOST"))
     PORT: int = Field(default=8000, ge=1, le=65535, validation_alias=AliasChoices("PORT", "API_PORT"))
-    DB_POOL_SIZE: int = Field(default=5, ge=1)
-    DB_MAX_OVERFLOW: int = Field(default=5, ge=0)
+    # Overflow connections are closed when they come back to a full pool: under steady load above DB_POOL_SIZE, one
+    # is reopened every few requests (a new PostgreSQL backend each time). So the default keeps them all in the pool.
+    DB_POOL_SIZE: int = Field(default=10, ge=1)
+    DB_MAX_OVERFLOW: int = Field(default=0, ge=0)
     DB_POOL_PRE_PING: bool = True
     # Only connections idle longer than this are probed before use (one just used is known to be alive).
     DB_POOL_PING_IDLE: float = Field(default=1, ge=0)
