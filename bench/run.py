@@ -777,15 +777,34 @@ def run_cases(
                 },
             )
         elif case == "list256":
-            base = results.get("list") or simple("list", loads["list"])
-            results.setdefault("list", base)
-            print(f"bench: {workers} worker(s): {CASE_HELP[case]} ...", flush=True)
-            wide = Load(loads["list"].path, token=reader.token, connections=256)
+            print(f"bench: {workers} worker(s): {CASE_HELP[case]}, in turns ...", flush=True)
+            # 16 and 256 connections measured in turns (16, 256, 16, ...), as ours and the reference are: the
+            # machine's speed drifts over minutes, so the ratio is read from runs taken side by side, not against
+            # the list case measured before the logins.
+            narrow = loads["list"]
+            wide = Load(narrow.path, token=reader.token, connections=256)
             bench.warm(wide)
-            measure = bench.measure(wide)
-            bench.settle()
-            assert base.measure is not None
-            results[case] = CaseResult(case, workers, measure, {"ratio": measure.rps / base.measure.rps})
+            narrow_runs: list[Measure] = []
+            wide_runs: list[Measure] = []
+            for _ in range(bench.repeat):
+                for load, load_runs in ((narrow, narrow_runs), (wide, wide_runs)):
+                    load_runs.append(bench.measure(load))
+                    bench.settle()
+            narrow_rps = sorted(run.rps for run in narrow_runs)[len(narrow_runs) // 2]
+            measure = sorted(wide_runs, key=lambda run: run.rps)[len(wide_runs) // 2]
+            results[case] = CaseResult(
+                case,
+                workers,
+                measure,
+                {
+                    "ratio": measure.rps / narrow_rps,
+                    "rps_16": [round(run.rps, 1) for run in narrow_runs],
+                    "rps_256": [round(run.rps, 1) for run in wide_runs],
+                    # Every 256-connection run must be clean, not only the median one.
+                    "errors_256": sum(run.errors for run in wide_runs),
+                    "stalled_256": sum(run.probe_ms is None for run in wide_runs),
+                },
+            )
     rss = [mb for pid in bench.server.worker_pids() if (mb := _rss_mb(pid)) is not None]
     ref_rss = (
         [mb for pid in reference.bench.server.worker_pids() if (mb := _rss_mb(pid)) is not None] if reference else []
@@ -870,7 +889,8 @@ def table(results: list[CaseResult]) -> str:
             label = "list at 256 connections"
             ratio = f"{result.extra['ratio']:.2f}x of @16"
             target = f">= {LIST256_TARGET_RATIO:.1f}x, 0 err"
-            ok = result.extra["ratio"] >= LIST256_TARGET_RATIO and m.errors == 0 and m.probe_ms is not None
+            clean = result.extra["errors_256"] == 0 and result.extra["stalled_256"] == 0
+            ok = result.extra["ratio"] >= LIST256_TARGET_RATIO and clean
             verdict = "ok" if ok else "MISS"
         rows.append(
             (
