@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, update
+from sqlalchemy import bindparam, delete, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -49,8 +49,6 @@ WRONG_CURRENT_PASSWORD = "Current password is incorrect"
 NO_PASSWORD = "This account has no password here; it signs in through Better Auth"
 INVALID_RESET = "Invalid or expired reset token"
 CONFIRM_WITH_PASSWORD = "Confirm the deletion with your current password"
-
-SelectT = TypeVar("SelectT", bound=Select[Any])
 
 
 @dataclass(frozen=True)
@@ -339,16 +337,13 @@ class OwnerScope:
     """Whose rows a route's statements may touch: `user_id`'s, and only while the caller is still signed in.
 
     With `session_id` None the caller is proven already. Otherwise the caller's token is one of ours whose session
-    is not checked yet: the statement that reads checks it itself (`live(statement)`, executed with `params`), and
-    a read that comes back empty must `prove()` the caller before answering, so that a revoked session is a 401,
-    never an empty list or a 404.
+    is not checked yet: the statement that reads checks it itself (`LIVE_SESSION` in its WHERE, executed with
+    `params`), and a read that comes back empty must `prove()` the caller before answering, so that a revoked
+    session is a 401, never an empty list or a 404.
     """
 
     user_id: str
     session_id: str | None = None
-
-    def live(self, statement: SelectT) -> SelectT:
-        return statement if self.session_id is None else statement.where(LIVE_SESSION)
 
     @property
     def params(self) -> dict[str, Any]:
