@@ -68,13 +68,13 @@ def _json(
     return Response(body, status_code=status_code, media_type="application/json", headers=headers)
 
 
-def _task_json(task: Task | Row[Any]) -> Response:
+def _task_json(task: Task | Row[Any], *, status_code: int = status.HTTP_200_OK) -> Response:
     """One task (an ORM object from a write, or a row from a read), with its ETag."""
     if isinstance(task, Task):
         body = _TASK.dump_json(_TASK.validate_python(task, from_attributes=True))
     else:
         body = to_json(service.public(task))
-    return _json(body, headers={"ETag": etag(task.version)})
+    return _json(body, status_code=status_code, headers={"ETag": etag(task.version)})
 
 
 @router.get("/tasks", response_model=list[TaskPublic])
@@ -128,9 +128,7 @@ def create_task(db: DatabaseDep, owner: PathOwner, data: TaskCreate, key: Idempo
         with db.statement() as session:
             task = service.create_task(session, owner=owner.scope(session), data=data)
             session.commit()
-        return _json(
-            to_json(service.public(task)), status_code=status.HTTP_201_CREATED, headers={"ETag": etag(task.version)}
-        )
+        return _task_json(task, status_code=status.HTTP_201_CREATED)
     status_code, body = _once(
         db,
         owner,

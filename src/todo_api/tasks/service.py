@@ -72,6 +72,10 @@ def _of(owner_id: str) -> ColumnElement[bool]:
     return _TASKS.c.user_id == owner_id
 
 
+# The same, for the statements built once: the owner is the bind parameter `:user_id` (as in `LIVE_SESSION`).
+_OWNED = _TASKS.c.user_id == bindparam("user_id")
+
+
 def _owned_by(owner_id: str) -> SelectOfScalar[Task]:
     return select(Task).where(_of(owner_id))
 
@@ -188,7 +192,6 @@ def _escape_like(text: str) -> str:
 # session is checked in them), not on its values: each shape is built once (`_page_statement`, `_total_statement`)
 # with named bind parameters, and SQLAlchemy keeps its cache key with it. Building the page's statement anew and
 # computing that key cost as much CPU as SQLAlchemy's whole execution of it.
-_OWNED = _TASKS.c.user_id == bindparam("user_id")
 
 
 def _bucket_filters(columns: ColumnCollection[str, Any]) -> dict[str, ColumnElement[bool]]:
@@ -367,9 +370,7 @@ def public(row: Row[Any]) -> dict[str, Any]:
 
 # The most frequent statement, built once (SQLAlchemy then keeps its cache key too), as is and with the caller's
 # session check (`OwnerScope`); rows, not ORM objects (a one-row ORM load costs more than its query).
-_GET_TASK = _SELECT_PUBLIC.where(
-    _TASKS.c.id == bindparam("task_id"), _TASKS.c.user_id == bindparam("user_id"), _TASKS.c.trashed_at.is_(None)
-)
+_GET_TASK = _SELECT_PUBLIC.where(_TASKS.c.id == bindparam("task_id"), _OWNED, _LIVE)
 _GET_TASK_IN_LIVE_SESSION = _GET_TASK.where(LIVE_SESSION)
 
 
