@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import create_engine, inspect, text
+from sqlalchemy import Engine, create_engine, inspect, text
 from sqlmodel import SQLModel
 
 import todo_api.models  # noqa: F401  (every table on SQLModel.metadata)
@@ -174,6 +174,57 @@ def test_task_querying_migration_upgrades_and_downgrades_existing_tasks(scratch_
         assert {i["name"] for i in inspect(engine).get_indexes("tasks")} == {"ix_tasks_user_id_created_at"}
         upgrade(url)
         assert {"version", "trashed_at"} <= {c["name"] for c in inspect(engine).get_columns("tasks")}
+    finally:
+        engine.dispose()
+
+
+def _index_names(engine: Engine) -> set[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "expression-based index ... can't be reflected" on SQLite
+        return {index["name"] for index in inspect(engine).get_indexes("tasks") if index["name"]}
+
+
+def test_search_columns_migration_covers_existing_tasks(scratch_database_url: str) -> None:
+    url = scratch_database_url
+    upgrade(url, "0005_completed_at_indexes")
+    engine = create_engine(normalize_database_url(url))
+    now = datetime.now(UTC)
+    lowered = "SELECT title_lower, description_lower FROM tasks ORDER BY id"
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text("INSERT INTO users (id, name, created_at, updated_at) VALUES ('u1', 'U', :now, :now)"),
+                {"now": now},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO tasks (user_id, title, description, completed, priority, created_at, updated_at)"
+                    " VALUES ('u1', 'Pay INVOICE', :d, false, 'low', :now, :now)"
+                ),
+                [{"d": "Before the First", "now": now}, {"d": None, "now": now}],
+            )
+        upgrade(url)
+        with engine.begin() as connection:
+            assert [tuple(row) for row in connection.execute(text(lowered))] == [
+                ("pay invoice", "before the first"),
+                ("pay invoice", None),
+            ]
+        indexes = _index_names(engine)
+        if engine.dialect.name == "postgresql":
+            assert {"ix_tasks_title_lower_trgm", "ix_tasks_description_lower_trgm"} <= indexes
+            assert indexes.isdisjoint({"ix_tasks_title_trgm", "ix_tasks_description_trgm"})
+
+        downgrade(url, "0005_completed_at_indexes")
+        assert {c["name"] for c in inspect(engine).get_columns("tasks")}.isdisjoint(
+            {"title_lower", "description_lower"}
+        )
+        indexes = _index_names(engine)
+        if engine.dialect.name == "postgresql":
+            assert {"ix_tasks_title_trgm", "ix_tasks_description_trgm"} <= indexes
+        assert indexes.isdisjoint({"ix_tasks_title_lower_trgm", "ix_tasks_description_lower_trgm"})
+        upgrade(url)
+        with engine.begin() as connection:
+            assert len(connection.execute(text(lowered)).all()) == 2
     finally:
         engine.dispose()
 

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from tests.factories import UserFactory
 from tests.tasks.helpers import (
     ACTOR_PAIRS,
+    TASK_KEYS,
     Actor,
     assert_not_found,
     assert_validation_error,
@@ -363,6 +364,35 @@ def test_search_is_a_case_insensitive_substring_of_title_or_description(client: 
     assert listed(client, actor, search="Milk And") == [title]
     assert listed(client, actor, search="weekend plans") == []
     assert listing(client, actor, search="milk").headers["x-total-count"] == "2"
+
+
+def test_search_follows_every_edit(client: TestClient, actor: Actor) -> None:
+    """Search reads lower-cased copies of title and description that the database keeps: every write that changes
+    them (create, a partial or a full update, clearing the description) is seen by the next search, and the copies are
+    never part of a task's JSON."""
+    task = create_task(client, actor, title="Pay rent", description="Before the FIRST")
+    assert listed(client, actor, search="first") == [task["id"]]
+    assert listed(client, actor, search="invoice") == []
+
+    response = client.patch(tasks_url("me", task["id"]), headers=actor.headers, json={"title": "Pay the INVOICE"})
+    assert response.status_code == 200, response.text
+    assert listed(client, actor, search="invoice") == [task["id"]]
+    assert listed(client, actor, search="rent") == []
+
+    put = {"title": "Call Sam", "description": "About the Garden"}
+    response = client.put(tasks_url("me", task["id"]), headers=actor.headers, json=put)
+    assert response.status_code == 200, response.text
+    assert listed(client, actor, search="garden") == [task["id"]]
+    assert listed(client, actor, search="invoice") == []
+
+    response = client.patch(tasks_url("me", task["id"]), headers=actor.headers, json={"description": None})
+    assert response.status_code == 200, response.text
+    assert listed(client, actor, search="garden") == []
+    assert listed(client, actor, search="sam") == [task["id"]]
+
+    other = create_task(client, actor, title="Sam's BIRTHDAY")["id"]
+    assert listed(client, actor, search="sam") == [other, task["id"]]
+    assert all(set(listed_task) == TASK_KEYS for listed_task in listing(client, actor, search="sam").json())
 
 
 @pytest.mark.parametrize("term", ["%", "_", "\\", "50%", "a_b", "c:\\temp"])

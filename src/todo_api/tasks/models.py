@@ -25,10 +25,12 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     ColumnClause,
+    Computed,
     ForeignKey,
     Index,
     Integer,
     String,
+    Text,
     literal_column,
     text,
 )
@@ -190,18 +192,28 @@ class Task(SQLModel, table=True):
             postgresql_where=TRASHED,
             sqlite_where=TRASHED,
         ),
-        # `search` (ILIKE '%term%') on PostgreSQL; SQLite scans.
-        Index("ix_tasks_title_trgm", "title", postgresql_using="gin", postgresql_ops={"title": "gin_trgm_ops"}).ddl_if(
-            dialect="postgresql"
-        ),
+        # `search`: title and description in lower case, computed by the database (stored on PostgreSQL, computed
+        # on read on SQLite), so that `lower_column LIKE lower('%term%')` matches exactly what ILIKE would without
+        # lower-casing every candidate row again. Not mapped (`__mapper_args__`): no read or write of a task
+        # carries them.
+        Column("title_lower", Text, Computed("lower(title)", persisted=True)),
+        Column("description_lower", Text, Computed("lower(description)", persisted=True)),
+        # Their trigram indexes serve `LIKE '%term%'` on PostgreSQL; SQLite scans.
         Index(
-            "ix_tasks_description_trgm",
-            "description",
+            "ix_tasks_title_lower_trgm",
+            "title_lower",
             postgresql_using="gin",
-            postgresql_ops={"description": "gin_trgm_ops"},
+            postgresql_ops={"title_lower": "gin_trgm_ops"},
+        ).ddl_if(dialect="postgresql"),
+        Index(
+            "ix_tasks_description_lower_trgm",
+            "description_lower",
+            postgresql_using="gin",
+            postgresql_ops={"description_lower": "gin_trgm_ops"},
         ).ddl_if(dialect="postgresql"),
         {"sqlite_autoincrement": True},
     )
+    __mapper_args__ = {"exclude_properties": ["title_lower", "description_lower"]}
 
     id: int | None = Field(
         default=None,

@@ -218,10 +218,12 @@ _FILTERS: dict[str, ColumnElement[bool]] = {
     ),
     "due_after": _TASKS.c.due_date >= bindparam("due_after"),
     "due_before": _TASKS.c.due_date < bindparam("due_before"),
-    # ILIKE on PostgreSQL (any letter, served by the trigram indexes); lower() LIKE on SQLite (ASCII).
+    # Case-insensitive as ILIKE is (PostgreSQL's lower() on both sides: any letter; SQLite's: ASCII), on the
+    # lower-cased copies the database keeps: no row is lower-cased at search time. PostgreSQL serves it from their
+    # trigram indexes.
     "search": or_(
-        _TASKS.c.title.ilike(bindparam("pattern"), escape="\\"),
-        _TASKS.c.description.ilike(bindparam("pattern"), escape="\\"),
+        _TASKS.c.title_lower.like(func.lower(bindparam("pattern")), escape="\\"),
+        _TASKS.c.description_lower.like(func.lower(bindparam("pattern")), escape="\\"),
     ),
 }
 
@@ -387,8 +389,8 @@ def get_task(session: Session, *, owner: OwnerScope, task_id: int) -> Row[Any]:
 
 # A new task in one statement, which also proves the caller's session (`OwnerScope`): INSERT ... SELECT the values
 # WHERE the session is live, RETURNING the public columns. Built once; the values are bind parameters named after
-# their columns (`user_id` is the owner in both places).
-_INSERTED = [column for column in _TASKS.c if column.name != "id"]
+# their columns (`user_id` is the owner in both places); the database computes the generated columns.
+_INSERTED = [column for column in _TASKS.c if column.name != "id" and column.computed is None]
 _INSERTED_NAMES = {column.name for column in _INSERTED}
 _INSERT_TASK = insert(_TASKS).returning(*PUBLIC_COLUMNS)
 _INSERT_TASK_IN_LIVE_SESSION = (
