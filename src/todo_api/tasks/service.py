@@ -507,7 +507,7 @@ def bulk_update(session: Session, *, owner_id: str, action: BulkAction, ids: Seq
 
 def task_stats(session: Session, *, owner_id: str, zone: ZoneInfo) -> TaskStats:
     """Counts over the live tasks: totals from task_counts (a few rows per user), overdue and due-today from
-    one index range over the pending tasks due before tomorrow."""
+    index ranges over the pending tasks by due date."""
     now = utcnow()
     today = now.astimezone(zone).date()
     start_of_today = datetime.combine(today, time(), tzinfo=zone).astimezone(UTC)
@@ -535,12 +535,14 @@ def task_stats(session: Session, *, owner_id: str, zone: ZoneInfo) -> TaskStats:
         )
         .all()
     )
+    # Two counts of index ranges, in one statement: a CASE per row over one range took twice as long.
     due = col(Task.due_date)
+    pending = (_of(owner_id), _LIVE, col(Task.completed) == False)  # noqa: E712
     overdue, due_today = session.exec(
         select(
-            func.coalesce(func.sum(case((due < now, 1), else_=0)), 0),
-            func.coalesce(func.sum(case((due >= start_of_today, 1), else_=0)), 0),
-        ).where(_of(owner_id), _LIVE, col(Task.completed) == False, due < start_of_tomorrow)  # noqa: E712
+            select(func.count()).where(*pending, due < now).scalar_subquery(),
+            select(func.count()).where(*pending, due >= start_of_today, due < start_of_tomorrow).scalar_subquery(),
+        )
     ).one()
 
     total = completed = low = medium = high = 0
