@@ -97,6 +97,13 @@ PRIORITY_RANK: ColumnClause[int] = literal_column(
 """high > medium > low, as literal SQL so the expression index on it matches the queries on every backend."""
 
 
+def _trigram_index(column: str) -> Index:
+    """A pg_trgm index serving `LIKE '%term%'` on `column`, on PostgreSQL (SQLite scans)."""
+    return Index(
+        f"ix_tasks_{column}_trgm", column, postgresql_using="gin", postgresql_ops={column: "gin_trgm_ops"}
+    ).ddl_if(dialect="postgresql")
+
+
 class Task(SQLModel, table=True):
     __tablename__ = "tasks"
     # Kept in step with the migrations (alembic/versions). Most indexes are partial over the live tasks
@@ -192,25 +199,14 @@ class Task(SQLModel, table=True):
             postgresql_where=TRASHED,
             sqlite_where=TRASHED,
         ),
-        # `search`: title and description in lower case, computed by the database (stored on PostgreSQL, computed
-        # on read on SQLite), so that `lower_column LIKE lower('%term%')` matches exactly what ILIKE would without
-        # lower-casing every candidate row again. Not mapped (`__mapper_args__`): no read or write of a task
-        # carries them.
+        # `search`: title and description in lower case, computed by the database (stored; the migration makes
+        # them computed on read on SQLite, which cannot add a stored column to a table), so that
+        # `lower_column LIKE lower('%term%')` matches exactly what ILIKE would without lower-casing every candidate
+        # row again. Not mapped (`__mapper_args__`): no read or write of a task carries them.
         Column("title_lower", Text, Computed("lower(title)", persisted=True)),
         Column("description_lower", Text, Computed("lower(description)", persisted=True)),
-        # Their trigram indexes serve `LIKE '%term%'` on PostgreSQL; SQLite scans.
-        Index(
-            "ix_tasks_title_lower_trgm",
-            "title_lower",
-            postgresql_using="gin",
-            postgresql_ops={"title_lower": "gin_trgm_ops"},
-        ).ddl_if(dialect="postgresql"),
-        Index(
-            "ix_tasks_description_lower_trgm",
-            "description_lower",
-            postgresql_using="gin",
-            postgresql_ops={"description_lower": "gin_trgm_ops"},
-        ).ddl_if(dialect="postgresql"),
+        _trigram_index("title_lower"),
+        _trigram_index("description_lower"),
         {"sqlite_autoincrement": True},
     )
     __mapper_args__ = {"exclude_properties": ["title_lower", "description_lower"]}
