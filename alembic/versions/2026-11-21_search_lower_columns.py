@@ -4,10 +4,10 @@ Revision ID: 0006_search_lower_columns
 Revises: 0005_completed_at_indexes
 Create Date: 2026-11-21
 
-`title ILIKE p` lower-cases the title of every row it looks at; at 100,000 tasks that was two thirds of the
+`title ILIKE p` lower-cases the title of every row it looks at; at 100,000 tasks that was up to two thirds of the
 broad search's count. The database now keeps `lower(title)` and `lower(description)` as generated columns, and
 `search` matches `LIKE lower(p)` on them (the same match: PostgreSQL's ILIKE compares lower() of both sides).
-On PostgreSQL they are stored, with the trigram indexes moved onto them; adding them rewrites the table once,
+On PostgreSQL (>= 12) they are stored, with the trigram indexes moved onto them; adding them rewrites the table once,
 under an exclusive lock (a few seconds at 100,000 tasks). On SQLite they are computed on read (SQLite >= 3.31;
 the downgrade needs >= 3.35).
 """
