@@ -205,6 +205,7 @@ def _bucket_filters(columns: ColumnCollection[str, Any]) -> dict[str, ColumnElem
 
 
 _COUNT_FILTERS = _bucket_filters(_COUNTS.c)
+_SEARCH_PATTERN = func.lower(bindparam("pattern"))
 _FILTERS: dict[str, ColumnElement[bool]] = {
     "trashed": _TRASHED,
     "live": _LIVE,
@@ -222,8 +223,8 @@ _FILTERS: dict[str, ColumnElement[bool]] = {
     # lower-cased copies the database keeps: no row is lower-cased at search time. PostgreSQL serves it from their
     # trigram indexes.
     "search": or_(
-        _TASKS.c.title_lower.like(func.lower(bindparam("pattern")), escape="\\"),
-        _TASKS.c.description_lower.like(func.lower(bindparam("pattern")), escape="\\"),
+        _TASKS.c.title_lower.like(_SEARCH_PATTERN, escape="\\"),
+        _TASKS.c.description_lower.like(_SEARCH_PATTERN, escape="\\"),
     ),
 }
 
