@@ -130,6 +130,7 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path) -> None:
         registered = httpx.post(
             f"{url}/api/auth/register", json={"name": "G", "email": unique_email("g"), "password": PASSWORD}
         )
+        assert "server" not in registered.headers  # the served process names no software
         headers = {"Authorization": f"Bearer {registered.json()['access_token']}"}
         # Hold SQLite's write lock, so the next request is still running when SIGTERM arrives.
         lock = sqlite3.connect(database, isolation_level=None)

@@ -79,6 +79,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             proxy_headers=False,
             # The app logs one JSON line per request itself; uvicorn's own lines go through the same handler.
             access_log=False,
+            # No `server: uvicorn` on every response: it tells a scanner what to try and a client nothing (OWASP's
+            # Secure Headers Project: remove it).
+            server_header=False,
             log_config=None,
             log_level=settings.LOG_LEVEL.lower(),
             timeout_graceful_shutdown=settings.GRACEFUL_TIMEOUT,
