@@ -21,7 +21,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy import Connection, Engine, create_engine, make_url, text
 from sqlmodel import Session
 
 from tests.factories import TEST_SECRET, UserFactory
@@ -137,6 +137,11 @@ class SharedSessionDatabase(Database):
     @contextmanager
     def write(self) -> Iterator[Session]:
         yield self._session
+
+    @contextmanager
+    def connection(self) -> Iterator[Connection]:
+        with self._session.begin_nested():  # committed (a savepoint released) when the block ends, as `Database`'s
+            yield self._session.connection()
 
 
 def use_session(app: FastAPI, session: Session) -> None:

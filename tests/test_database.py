@@ -1,5 +1,6 @@
-"""`Database` on direct PostgreSQL: connections rest in autocommit, so a read commits each statement on its own, while
-every other session or connection, ours or not, is one transaction as usual (`todo_api.db._autocommit_reads`)."""
+"""`Database`: on direct PostgreSQL, connections rest in autocommit, so a read commits each statement on its own, while
+every other session or connection, ours or not, is one transaction as usual (`todo_api.db._autocommit_reads`);
+elsewhere a read is one transaction. `Database.connection()` commits what it wrote on either."""
 
 from __future__ import annotations
 
@@ -15,9 +16,7 @@ from todo_api.db import Database
 
 
 @pytest.fixture
-def scratch(engine: Engine, settings: Settings) -> Iterator[str]:
-    if settings.is_sqlite:
-        pytest.skip("reads run in autocommit on PostgreSQL only")
+def scratch(engine: Engine) -> Iterator[str]:
     name = f"scratch_{uuid.uuid4().hex[:12]}"
     with engine.begin() as connection:
         connection.execute(text(f"CREATE TABLE {name} (n integer)"))
@@ -37,6 +36,13 @@ def _at_rest(engine: Engine) -> bool:
         return autocommit
 
 
+@pytest.fixture
+def postgres(settings: Settings) -> None:
+    if settings.is_sqlite:
+        pytest.skip("reads run in autocommit on PostgreSQL only")
+
+
+@pytest.mark.usefixtures("postgres")
 def test_a_read_commits_each_statement_and_everything_else_is_one_transaction(
     engine: Engine, settings: Settings, scratch: str
 ) -> None:
@@ -45,8 +51,8 @@ def test_a_read_commits_each_statement_and_everything_else_is_one_transaction(
 
     with db.read() as session:  # never committed: each statement commits on its own
         session.execute(insert, {"n": 1})
-    with db.statement() as session:
-        session.execute(insert, {"n": 2})
+    with db.connection() as connection:
+        connection.execute(insert, {"n": 2})
     with db.write() as session:  # not committed: rolled back
         session.execute(insert, {"n": 3})
     with db.write() as session:
@@ -64,6 +70,7 @@ def test_a_read_commits_each_statement_and_everything_else_is_one_transaction(
     assert _at_rest(engine)
 
 
+@pytest.mark.usefixtures("postgres")
 def test_a_failed_write_is_rolled_back_and_its_connection_goes_back_to_rest(
     engine: Engine, settings: Settings, scratch: str
 ) -> None:
@@ -75,3 +82,25 @@ def test_a_failed_write_is_rolled_back_and_its_connection_goes_back_to_rest(
         session.execute(text(f"INSERT INTO {scratch} (n) VALUES (2)"))
     assert _rows(engine, scratch) == [2]
     assert _at_rest(engine)
+
+
+def test_a_connection_commits_its_block_and_a_session_on_it_commits_its_own_work(
+    engine: Engine, settings: Settings, scratch: str
+) -> None:
+    """What the hottest routes rely on: their statement is committed, and so is what `Owner.scope` records in an ORM
+    session on the connection (a Better Auth user seen for the first time), even when the route then fails."""
+    db = Database(engine, settings)
+    insert = text(f"INSERT INTO {scratch} (n) VALUES (:n)")
+
+    with db.connection() as connection:
+        connection.execute(insert, {"n": 1})
+    with pytest.raises(RuntimeError), db.connection() as connection:
+        with Session(connection) as session:
+            session.execute(insert, {"n": 2})
+            session.commit()
+        connection.execute(insert, {"n": 3})
+        raise RuntimeError  # the route failed: its own statement is rolled back, except where it committed itself
+
+    assert _rows(engine, scratch) == ([1, 2] if settings.is_sqlite else [1, 2, 3])
+    if not settings.is_sqlite:
+        assert _at_rest(engine)

@@ -4,8 +4,8 @@ Every dependency here is `async def` and does no I/O: FastAPI runs a plain `def`
 of its own, and each hop costs more than the work. What a dependency can prove without I/O it proves before the
 input is validated (a missing or bad shared-secret token is a 401, another user's path a 404); what needs the
 database (is the token's session still live? Better Auth's keys and tables) the route proves in its own database
-session: `caller.principal(session)`, `owner.id(session)`, or, for the hot reads, in the read's own statement:
-`owner.scope(session)`.
+session: `caller.principal(session)`, `owner.id(session)`, or, for the hottest routes, in their own statement:
+`owner.scope(connection)`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
+from sqlalchemy import Connection
 from sqlmodel import Session
 
 from todo_api.auth.better_auth import BetterAuth
@@ -108,12 +109,15 @@ class Owner:
         _check_path(self.path_user_id, user_id)
         return user_id
 
-    def scope(self, session: Session) -> OwnerScope:
-        """Like `id()`, for a read that proves the caller's session in its own statement (see `OwnerScope`)."""
+    def scope(self, connection: Connection) -> OwnerScope:
+        """Like `id()`, for a route whose statement proves the caller's session itself (see `OwnerScope`), on a
+        connection without an ORM session (`Database.connection`). Called before that statement: a token the
+        database must prove (Better Auth's) is proven in an ORM session of its own on the connection."""
         caller = self.caller
         session_id = unproven_session(caller.claims, settings=caller.settings)
         if session_id is None or caller.subject is None:
-            return OwnerScope(self.id(session))
+            with Session(connection, expire_on_commit=False) as session:
+                return OwnerScope(self.id(session))
         _check_path(self.path_user_id, caller.subject)
         caller.request_state.user_id = caller.subject  # for the access log
         return OwnerScope(caller.subject, session_id=session_id)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import bindparam, delete, update
+from sqlalchemy import Connection, bindparam, delete, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -310,12 +310,12 @@ def _local_principal(session: Session, *, token: str, claims: dict[str, Any]) ->
     if not isinstance(session_id, str):
         raise _rejected("no_session_id")
     user_id: str = claims["sub"]
-    require_live_session(session, session_id=session_id, user_id=user_id)
+    require_live_session(session.connection(), session_id=session_id, user_id=user_id)
     return Principal(user_id=user_id, session_id=session_id, token=token, expires_at=_timestamp(claims.get("exp")))
 
 
-def require_live_session(session: Session, *, session_id: str, user_id: str) -> None:
-    if session.execute(_LIVE_SESSION, {"session_id": session_id, "user_id": user_id}).first() is None:
+def require_live_session(connection: Connection, *, session_id: str, user_id: str) -> None:
+    if connection.execute(_LIVE_SESSION, {"session_id": session_id, "user_id": user_id}).first() is None:
         raise _session_not_live()
 
 
@@ -350,9 +350,9 @@ class OwnerScope:
         """The bind parameters of `LIVE_SESSION` (statements name the owner `:user_id` too)."""
         return {"user_id": self.user_id, "session_id": self.session_id}
 
-    def prove(self, session: Session) -> None:
+    def prove(self, connection: Connection) -> None:
         if self.session_id is not None:
-            require_live_session(session, session_id=self.session_id, user_id=self.user_id)
+            require_live_session(connection, session_id=self.session_id, user_id=self.user_id)
 
     @staticmethod
     def refused() -> Unauthorized:

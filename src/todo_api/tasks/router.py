@@ -1,6 +1,6 @@
 """Routes under /api/{user_id}/tasks and /api/{user_id}/stats: each validates its input, opens one database session
-(a read or a write, see `Database`) in which it proves the owner and makes one service call; the HTTP details
-(ETag, If-Match, If-None-Match, paging headers) are handled here."""
+(a read or a write, see `Database`; a bare connection for the three hottest) in which it proves the owner and makes
+one service call; the HTTP details (ETag, If-Match, If-None-Match, paging headers) are handled here."""
 
 from __future__ import annotations
 
@@ -86,8 +86,8 @@ def list_tasks(
 ) -> Response:
     """The caller's tasks, filtered, sorted (newest first by default) and paged. `X-Total-Count` is the number
     of matches; `Link` has the `next` and `prev` pages."""
-    with db.read() as session:
-        page, total = service.list_tasks(session, owner=owner.scope(session), query=query)
+    with db.connection() as connection:
+        page, total = service.list_tasks(connection, owner=owner.scope(connection), query=query)
     headers = {"X-Total-Count": str(total)}
     links = paging_links(request.url, offset=query.offset, limit=query.limit, total=total)
     if links:
@@ -124,10 +124,9 @@ def _once(
 def create_task(db: DatabaseDep, owner: PathOwner, data: TaskCreate, key: IdempotencyKey = None) -> Response:
     """With `Idempotency-Key`, a retry (same key and body, within 24 hours) returns the first result."""
     if key is None:
-        # One INSERT, which also proves the caller's session: it commits on its own (`Database.statement`).
-        with db.statement() as session:
-            task = service.create_task(session, owner=owner.scope(session), data=data)
-            session.commit()
+        # One INSERT, which also proves the caller's session (`Database.connection`: no BEGIN on PostgreSQL).
+        with db.connection() as connection:
+            task = service.create_task(connection, owner=owner.scope(connection), data=data)
         return _task_json(task, status_code=status.HTTP_201_CREATED)
     status_code, body = _once(
         db,
@@ -136,7 +135,9 @@ def create_task(db: DatabaseDep, owner: PathOwner, data: TaskCreate, key: Idempo
         data,
         operation="create_task",
         status_code=status.HTTP_201_CREATED,
-        write=lambda session, owner_id: service.create_task(session, owner=OwnerScope(owner_id), data=data),
+        write=lambda session, owner_id: service.create_task(
+            session.connection(), owner=OwnerScope(owner_id), data=data
+        ),
         render=lambda task: to_jsonable_python(service.public(task)),
     )
     return JSONResponse(body, status_code=status_code, headers={"ETag": etag(body["version"])})
@@ -173,8 +174,8 @@ def get_task(
     task_id: int,
     if_none_match: Annotated[list[str] | None, Header()] = None,
 ) -> Response:
-    with db.read() as session:
-        task = service.get_task(session, owner=owner.scope(session), task_id=task_id)
+    with db.connection() as connection:
+        task = service.get_task(connection, owner=owner.scope(connection), task_id=task_id)
     if not_modified(if_none_match, task.version):
         return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers={"ETag": etag(task.version)})
     return _task_json(task)

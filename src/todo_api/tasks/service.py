@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     ColumnElement,
+    Connection,
     Delete,
     Row,
     Select,
@@ -287,40 +288,40 @@ def _total_statement(filters: tuple[str, ...], *, counted: bool) -> Select[Any]:
     )
 
 
-def _total(session: Session, *, query: TaskQuery, filters: tuple[str, ...], params: dict[str, Any]) -> int:
+def _total(connection: Connection, *, query: TaskQuery, filters: tuple[str, ...], params: dict[str, Any]) -> int:
     statement = _total_statement(filters, counted=_counted(query))
-    total: int = session.execute(statement, {**params, "trashed": bool(query.trashed)}).scalar_one()
+    total: int = connection.execute(statement, {**params, "trashed": bool(query.trashed)}).scalar_one()
     return total
 
 
-def list_tasks(session: Session, *, owner: OwnerScope, query: TaskQuery) -> tuple[Sequence[Row[Any]], int]:
+def list_tasks(connection: Connection, *, owner: OwnerScope, query: TaskQuery) -> tuple[Sequence[Row[Any]], int]:
     """One page of the owner's tasks matching `query` (rows of `PUBLIC_COLUMNS`), and how many match in all."""
-    page, total = _list(session, owner=owner, query=query)
+    page, total = _list(connection, owner=owner, query=query)
     if not page:
-        owner.prove(session)  # the page's statement may have come back empty because the caller's session is not live
+        owner.prove(connection)  # the page may have come back empty because the caller's session is not live
     return page, total
 
 
-def _list(session: Session, *, owner: OwnerScope, query: TaskQuery) -> tuple[Sequence[Row[Any]], int]:
+def _list(connection: Connection, *, owner: OwnerScope, query: TaskQuery) -> tuple[Sequence[Row[Any]], int]:
     filters, params = _filters(query, utcnow())
     params.update(owner.params)
     shape = (filters, query.sort_by, query.sort_order == "desc", owner.session_id is not None)
     if query.offset == 0:
         # The first page, with one row more than asked: when every match fits on it (the usual todo list), that is
         # the total, and no count is needed.
-        page = _page(session, shape, params, offset=0, limit=query.limit + 1)
+        page = _page(connection, shape, params, offset=0, limit=query.limit + 1)
         if len(page) <= query.limit:
             return page, len(page)
-        return page[: query.limit], _total(session, query=query, filters=filters, params=params)
-    total = _total(session, query=query, filters=filters, params=params)
+        return page[: query.limit], _total(connection, query=query, filters=filters, params=params)
+    total = _total(connection, query=query, filters=filters, params=params)
     if query.offset >= total:
         return [], total
     offset, limit = query.offset, min(query.limit, total - query.offset)
     if offset > total // 2:
         # A deep page is read from the other end (offset 90,000 of 100,000 walks 10,000 entries, not 90,000);
         # the outer query puts it back in the requested order.
-        return _page(session, shape, params, offset=total - offset - limit, limit=limit, from_end=True), total
-    return _page(session, shape, params, offset=offset, limit=limit), total
+        return _page(connection, shape, params, offset=total - offset - limit, limit=limit, from_end=True), total
+    return _page(connection, shape, params, offset=offset, limit=limit), total
 
 
 _PageShape = tuple[tuple[str, ...], SortField, bool, bool]
@@ -328,10 +329,16 @@ _PageShape = tuple[tuple[str, ...], SortField, bool, bool]
 
 
 def _page(
-    session: Session, shape: _PageShape, params: dict[str, Any], *, offset: int, limit: int, from_end: bool = False
+    connection: Connection,
+    shape: _PageShape,
+    params: dict[str, Any],
+    *,
+    offset: int,
+    limit: int,
+    from_end: bool = False,
 ) -> Sequence[Row[Any]]:
     statement = _page_statement(*shape, from_end=from_end)
-    return session.execute(statement, {**params, "offset": offset, "limit": limit}).all()
+    return connection.execute(statement, {**params, "offset": offset, "limit": limit}).all()
 
 
 @lru_cache(maxsize=512)
@@ -377,13 +384,13 @@ _GET_TASK = _SELECT_PUBLIC.where(_TASKS.c.id == bindparam("task_id"), _OWNED, _L
 _GET_TASK_IN_LIVE_SESSION = _GET_TASK.where(LIVE_SESSION)
 
 
-def get_task(session: Session, *, owner: OwnerScope, task_id: int) -> Row[Any]:
+def get_task(connection: Connection, *, owner: OwnerScope, task_id: int) -> Row[Any]:
     row = None
     if _valid_id(task_id):
         statement = _GET_TASK if owner.session_id is None else _GET_TASK_IN_LIVE_SESSION
-        row = session.execute(statement, {**owner.params, "task_id": task_id}).first()
+        row = connection.execute(statement, {**owner.params, "task_id": task_id}).first()
     if row is None:
-        owner.prove(session)  # not found, or the caller's session is not live
+        owner.prove(connection)  # not found, or the caller's session is not live
         raise NotFound(TASK_NOT_FOUND)
     return row
 
@@ -404,7 +411,7 @@ _INSERT_TASK_IN_LIVE_SESSION = (
 )
 
 
-def create_task(session: Session, *, owner: OwnerScope, data: TaskCreate) -> Row[Any]:
+def create_task(connection: Connection, *, owner: OwnerScope, data: TaskCreate) -> Row[Any]:
     """A new task of the owner's, not committed. Nothing inserted can only mean the caller's session is not live."""
     now = utcnow()
     task = Task.model_validate(
@@ -419,8 +426,8 @@ def create_task(session: Session, *, owner: OwnerScope, data: TaskCreate) -> Row
     )
     values = task.model_dump(include=_INSERTED_NAMES)
     if owner.session_id is None:
-        return session.execute(_INSERT_TASK, values).one()
-    row = session.execute(_INSERT_TASK_IN_LIVE_SESSION, {**values, **owner.params}).first()
+        return connection.execute(_INSERT_TASK, values).one()
+    row = connection.execute(_INSERT_TASK_IN_LIVE_SESSION, {**values, **owner.params}).first()
     if row is None:
         raise owner.refused()
     return row
