@@ -99,7 +99,7 @@ def test_a_connection_commits_its_block_and_a_session_on_it_commits_its_own_work
             session.execute(insert, {"n": 2})
             session.commit()
         connection.execute(insert, {"n": 3})
-        raise RuntimeError  # the route failed: its own statement is rolled back, except where it committed itself
+        raise RuntimeError  # the route failed: on SQLite its statement is rolled back, what the session committed stays
 
     assert _rows(engine, scratch) == ([1, 2] if settings.is_sqlite else [1, 2, 3])
     if not settings.is_sqlite:
