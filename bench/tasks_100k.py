@@ -269,7 +269,9 @@ def explain(engine: Engine, user_id: str, label: str, params: dict[str, str] | N
             if params is None:
                 service.task_stats(session, owner_id=user_id, zone=ZoneInfo("Europe/Berlin"))
             else:
-                service.list_tasks(session, owner=OwnerScope(user_id), query=TaskQuery.model_validate(params))
+                service.list_tasks(
+                    session.connection(), owner=OwnerScope(user_id), query=TaskQuery.model_validate(params)
+                )
         finally:
             event.remove(engine, "before_cursor_execute", capture)
         print(f"\n--- {label}")
