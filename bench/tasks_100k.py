@@ -31,9 +31,8 @@ from zoneinfo import ZoneInfo
 import httpx
 from sqlalchemy import Engine, create_engine, event, insert, make_url, text
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import Session
 
-from todo_api.auth.service import OwnerScope
+from todo_api.auth.principal import OwnerScope
 from todo_api.config import normalize_database_url
 from todo_api.migrations import upgrade
 from todo_api.models import Task
@@ -263,20 +262,19 @@ def explain(engine: Engine, user_id: str, label: str, params: dict[str, str] | N
     def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
         statements.append((statement, parameters))
 
-    with Session(engine) as session:
+    with engine.connect() as connection:
         event.listen(engine, "before_cursor_execute", capture)
         try:
             if params is None:
-                service.task_stats(session, owner_id=user_id, zone=ZoneInfo("Europe/Berlin"))
+                service.task_stats(connection, scope=OwnerScope(user_id), zone=ZoneInfo("Europe/Berlin"))
             else:
-                service.list_tasks(
-                    session.connection(), owner=OwnerScope(user_id), query=TaskQuery.model_validate(params)
-                )
+                query = TaskQuery.model_validate(params)
+                service.list_tasks(connection, scope=OwnerScope(user_id), query=query)
         finally:
             event.remove(engine, "before_cursor_execute", capture)
         print(f"\n--- {label}")
         for statement, parameters in statements:
-            plan = session.connection().exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
+            plan = connection.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters)
             print(statement.strip())
             print("   params:", parameters)
             for (line,) in plan:

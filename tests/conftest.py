@@ -124,24 +124,23 @@ def db_session(engine: Engine) -> Iterator[Session]:
 
 
 class SharedSessionDatabase(Database):
-    """Every request's database work runs in the test's one session (`db_session`: its commits are
-    savepoints in a transaction rolled back after the test)."""
+    """Every request's database work runs on the test's one connection (`db_session`'s), each block in a savepoint
+    of the transaction rolled back after the test: released when the block ends, rolled back when it raises, as
+    `Database` commits or rolls back."""
 
     def __init__(self, session: Session) -> None:
         self._session = session
 
     @contextmanager
-    def read(self) -> Iterator[Session]:
-        yield self._session
+    def read(self) -> Iterator[Connection]:
+        with self.transaction() as connection:
+            yield connection
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        yield self._session
-
-    @contextmanager
-    def connection(self) -> Iterator[Connection]:
-        with self._session.begin_nested():  # committed (a savepoint released) when the block ends, as `Database`'s
-            yield self._session.connection()
+    def transaction(self) -> Iterator[Connection]:
+        connection = self._session.connection()
+        with connection.begin_nested():
+            yield connection
 
 
 def use_session(app: FastAPI, session: Session) -> None:

@@ -1,6 +1,7 @@
 """`Database`: on direct PostgreSQL, connections rest in autocommit, so a read commits each statement on its own, while
-every other session or connection, ours or not, is one transaction as usual (`todo_api.db._autocommit_reads`);
-elsewhere a read is one transaction. `Database.connection()` commits what it wrote on either."""
+every other block, session or connection, ours or not, is one transaction as usual (`todo_api.db._autocommit_reads`);
+elsewhere a read is one transaction too. A block commits when it ends and rolls back when it raises; an ORM session
+on its connection (`orm`) never ends the block's transaction."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from sqlalchemy import Engine, text
 from sqlmodel import Session
 
 from todo_api.config import Settings
-from todo_api.db import Database
+from todo_api.db import Database, orm
 
 
 @pytest.fixture
@@ -49,58 +50,59 @@ def test_a_read_commits_each_statement_and_everything_else_is_one_transaction(
     db = Database(engine, settings)
     insert = text(f"INSERT INTO {scratch} (n) VALUES (:n)")
 
-    with db.read() as session:  # never committed: each statement commits on its own
-        session.execute(insert, {"n": 1})
-    with db.connection() as connection:
+    with pytest.raises(RuntimeError), db.read() as connection:  # each statement committed on its own
+        connection.execute(insert, {"n": 1})
+        raise RuntimeError
+    with db.transaction() as connection:
         connection.execute(insert, {"n": 2})
-    with db.write() as session:  # not committed: rolled back
-        session.execute(insert, {"n": 3})
-    with db.write() as session:
-        session.execute(insert, {"n": 4})
-        session.commit()
-    with pytest.raises(RuntimeError), db.write() as session:  # the route failed after writing: rolled back
-        session.execute(insert, {"n": 5})
+    with pytest.raises(RuntimeError), db.transaction() as connection:  # the route failed after writing
+        connection.execute(insert, {"n": 3})
         raise RuntimeError
     with Session(engine) as session:  # a session made anywhere else: a transaction as usual
-        session.execute(insert, {"n": 6})
+        session.execute(insert, {"n": 4})
     with engine.connect() as connection:
-        connection.execute(insert, {"n": 7})
+        connection.execute(insert, {"n": 5})
 
-    assert _rows(engine, scratch) == [1, 2, 4]
+    assert _rows(engine, scratch) == [1, 2]
     assert _at_rest(engine)
 
 
 @pytest.mark.usefixtures("postgres")
-def test_a_failed_write_is_rolled_back_and_its_connection_goes_back_to_rest(
+def test_a_failed_transaction_is_rolled_back_and_its_connection_goes_back_to_rest(
     engine: Engine, settings: Settings, scratch: str
 ) -> None:
     db = Database(engine, settings)
-    with pytest.raises(Exception, match="division by zero"), db.write() as session:
-        session.execute(text(f"INSERT INTO {scratch} (n) VALUES (1)"))
-        session.execute(text("SELECT 1 / 0"))
-    with db.read() as session:  # the same pool: in autocommit again, not in the failed transaction
-        session.execute(text(f"INSERT INTO {scratch} (n) VALUES (2)"))
+    with pytest.raises(Exception, match="division by zero"), db.transaction() as connection:
+        connection.execute(text(f"INSERT INTO {scratch} (n) VALUES (1)"))
+        connection.execute(text("SELECT 1 / 0"))
+    with db.read() as connection:  # the same pool: in autocommit again, not in the failed transaction
+        connection.execute(text(f"INSERT INTO {scratch} (n) VALUES (2)"))
     assert _rows(engine, scratch) == [2]
     assert _at_rest(engine)
 
 
-def test_a_connection_commits_its_block_and_a_session_on_it_commits_its_own_work(
+def test_the_block_owns_the_commit_and_an_orm_session_on_it_never_ends_it(
     engine: Engine, settings: Settings, scratch: str
 ) -> None:
-    """What the hottest routes rely on: their statement is committed, and so is what `Owner.scope` records in an ORM
-    session on the connection (a Better Auth user seen for the first time), even when the route then fails."""
+    """What every route relies on: the block commits what it and an ORM session on its connection wrote (the session
+    flushes when it closes, and neither its commit nor its rollback ends the block's transaction), and a block that
+    raises keeps nothing (on SQLite a read is such a block too)."""
     db = Database(engine, settings)
     insert = text(f"INSERT INTO {scratch} (n) VALUES (:n)")
 
-    with db.connection() as connection:
-        connection.execute(insert, {"n": 1})
-    with pytest.raises(RuntimeError), db.connection() as connection:
-        with Session(connection) as session:
-            session.execute(insert, {"n": 2})
-            session.commit()
-        connection.execute(insert, {"n": 3})
-        raise RuntimeError  # the route failed: on SQLite its statement is rolled back, what the session committed stays
+    with db.transaction() as connection:
+        with orm(connection) as session:
+            session.execute(insert, {"n": 1})
+            session.commit()  # ends the session's own transaction, not the block's
+        connection.execute(insert, {"n": 2})
+    with pytest.raises(RuntimeError), db.transaction() as connection:
+        with orm(connection) as session:
+            session.execute(insert, {"n": 3})
+        raise RuntimeError
+    with pytest.raises(RuntimeError), db.read() as connection:
+        connection.execute(insert, {"n": 4})
+        raise RuntimeError  # committed by itself on direct PostgreSQL only
 
-    assert _rows(engine, scratch) == ([1, 2] if settings.is_sqlite else [1, 2, 3])
+    assert _rows(engine, scratch) == ([1, 2] if settings.is_sqlite else [1, 2, 4])
     if not settings.is_sqlite:
         assert _at_rest(engine)

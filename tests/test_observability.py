@@ -1,11 +1,16 @@
-"""One JSON access-log line per request, structured log format, and Prometheus metrics."""
+"""One access-log line per request, the JSON and console log formats, and Prometheus metrics."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import re
+import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -13,7 +18,7 @@ from sqlmodel import Session
 
 from tests.conftest import make_settings, use_session
 from tests.factories import UserFactory
-from todo_api.logs import JsonFormatter
+from todo_api.logs import ConsoleFormatter, JsonFormatter, configure_logging
 from todo_api.main import create_app
 
 
@@ -78,6 +83,101 @@ def test_json_formatter_keeps_extras_and_hides_exception_messages() -> None:
     assert line["exception"] == "ValueError"
     assert any("test_observability.py" in frame for frame in line["stack"])
     assert "hunter2" not in json.dumps(line)
+
+
+def _record(message: str, *args: object, exc_info: Any = None, **extra: object) -> logging.LogRecord:
+    record = logging.LogRecord("todo_api.access", logging.INFO, __file__, 1, message, args, exc_info)
+    record.created = 1800000000.25  # 2027-01-15T08:00:00.250Z
+    for name, value in extra.items():
+        setattr(record, name, value)
+    return record
+
+
+def test_console_formatter_is_one_readable_line() -> None:
+    record = _record(
+        "request", method="GET", path="/api/{user_id}/tasks", status=200, duration_ms=1.5, note="two words", user=None
+    )
+    assert ConsoleFormatter().format(record) == (
+        "2027-01-15T08:00:00.250Z INFO    todo_api.access: request method=GET path=/api/{user_id}/tasks status=200 "
+        'duration_ms=1.5 note="two words" user=null'
+    )
+    assert json.loads(JsonFormatter().format(record)) == {
+        "ts": "2027-01-15T08:00:00.250+00:00",
+        "level": "INFO",
+        "logger": "todo_api.access",
+        "message": "request",
+        "method": "GET",
+        "path": "/api/{user_id}/tasks",
+        "status": 200,
+        "duration_ms": 1.5,
+        "note": "two words",
+        "user": None,
+    }
+
+
+def test_console_formatter_cannot_be_made_to_forge_lines() -> None:
+    record = _record("reset link for %s", "a\nFAKE ERROR", field="x\ny", empty="")
+    assert ConsoleFormatter().format(record) == (
+        '2027-01-15T08:00:00.250Z INFO    todo_api.access: reset link for a\\nFAKE ERROR field="x\\ny" empty=""'
+    )
+
+
+def test_console_formatter_hides_exception_messages() -> None:
+    try:
+        raise ValueError("SELECT secret FROM users WHERE password='hunter2'")
+    except ValueError as exc:
+        assert exc.__traceback__ is not None
+        raised_at = exc.__traceback__.tb_lineno
+        record = _record("failed %s", "here", exc_info=sys.exc_info(), event="token_rejected")
+    first, *stack = ConsoleFormatter().format(record).split("\n")
+    assert first == (
+        "2027-01-15T08:00:00.250Z INFO    todo_api.access: failed here event=token_rejected exception=ValueError"
+    )
+    assert stack == [f"    at {__file__}:{raised_at} in test_console_formatter_hides_exception_messages"]
+
+
+def _ours(handler: logging.Handler) -> bool:
+    return isinstance(handler.formatter, ConsoleFormatter | JsonFormatter)
+
+
+@pytest.fixture
+def fresh_logging() -> Iterator[None]:
+    """No handler of ours on the root logger (the next one writes to this test's stdout); restored afterwards."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    root.handlers[:] = [handler for handler in handlers if not _ours(handler)]
+    yield
+    root.setLevel(level)
+    root.handlers[:] = handlers
+
+
+@pytest.mark.usefixtures("fresh_logging")
+def test_configure_logging_writes_the_chosen_format_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    log = logging.getLogger("todo_api.example")
+    configure_logging("info", "console")
+    log.info("hello %s", "world", extra={"user_id": "u1"})
+    log.debug("not at INFO")
+    configure_logging("debug", "json")  # reconfigured: still one line a record, now JSON
+    log.debug("hello again")
+    console, json_line, nothing = capsys.readouterr().out.split("\n")
+    assert re.fullmatch(
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO    todo_api.example: hello world user_id=u1", console
+    )
+    assert {k: v for k, v in json.loads(json_line).items() if k != "ts"} == {
+        "level": "DEBUG",
+        "logger": "todo_api.example",
+        "message": "hello again",
+    }
+    assert nothing == ""
+
+
+@pytest.mark.usefixtures("fresh_logging")
+def test_the_app_logs_in_the_format_its_settings_name(database_url: str) -> None:
+    root = logging.getLogger()
+    create_app(make_settings(database_url, LOG_FORMAT="console"))
+    assert [type(handler.formatter) for handler in root.handlers if _ours(handler)] == [ConsoleFormatter]
+    create_app(make_settings(database_url))  # ENVIRONMENT=test: json
+    assert [type(handler.formatter) for handler in root.handlers if _ours(handler)] == [JsonFormatter]
 
 
 def _metric(text: str, name: str, **labels: str) -> float:
@@ -162,3 +262,17 @@ def test_rate_limited_event_and_login_metrics(
         assert delta == 1
     limited = [e for e in _events(caplog) if e["event"] == "rate_limited"]
     assert limited and limited[0]["limit"] == "login_failures"
+
+
+def test_metrics_come_from_the_folder_the_settings_name(database_url: str, db_session: Session, tmp_path: Path) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR, /metrics reports every process's samples written there (here another
+    process's), not only this one's."""
+    sample = "from prometheus_client import Counter; Counter('demo_events_total', 'Demo').inc(3)"
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    subprocess.run([sys.executable, "-c", sample], env=env, check=True, timeout=60)
+    app = create_app(make_settings(database_url, METRICS_ENABLED=True, PROMETHEUS_MULTIPROC_DIR=str(tmp_path)))
+    use_session(app, db_session)
+    with TestClient(app) as client:
+        assert client.get("/health").status_code == 200
+        response = client.get("/metrics")
+    assert response.text == "# HELP demo_events_total Demo\n# TYPE demo_events_total counter\ndemo_events_total 3.0\n"

@@ -8,7 +8,7 @@ import os
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from fastapi import Depends, Request
@@ -17,7 +17,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 logger = logging.getLogger(__name__)
 
+# Where `todo-api serve` / `migrate` keep a development secret (in the working directory; git-ignored).
 DEV_SECRET_FILE = Path(".better_auth_secret")
+DEVELOPMENT_ENVIRONMENTS = {"development", "dev", "local"}
 MIN_SECRET_LENGTH = 32
 # What Better Auth's jwt plugin can sign with (EdDSA is Ed25519, its default).
 BETTER_AUTH_ALGORITHMS = ("EdDSA", "ES256", "ES512", "PS256", "RS256")
@@ -55,13 +57,22 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
-class Settings(BaseSettings):
+class _SecretSettings(BaseSettings):
+    """The settings that decide where the shared secret comes from: read alone (`create_development_secret`)
+    before the rest, whose validation needs the secret."""
+
     model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True)
 
     ENVIRONMENT: str = "development"
-    DATABASE_URL: str = "sqlite:///./todo.db"
     BETTER_AUTH_SECRET: str = Field(default="", repr=False)
-    JWT_ALGORITHM: str = "HS256"
+
+    @property
+    def is_development(self) -> bool:
+        return self.ENVIRONMENT.lower() in DEVELOPMENT_ENVIRONMENTS
+
+
+class Settings(_SecretSettings):
+    DATABASE_URL: str = "sqlite:///./todo.db"
     JWT_EXPIRATION_DELTA: int = Field(default=604800, ge=60)
     JWT_ISSUER: str = "todo-api"
     CORS_ORIGINS: Annotated[list[str], NoDecode] = Field(
@@ -69,6 +80,7 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("CORS_ORIGINS", "CORS_ALLOWED_ORIGINS"),
     )
     LOG_LEVEL: str = "INFO"
+    LOG_FORMAT: Literal["console", "json"] | None = None  # default: console in development, else json
     HOST: str = Field(default="127.0.0.1", validation_alias=AliasChoices("HOST", "API_HOST"))
     PORT: int = Field(default=8000, ge=1, le=65535, validation_alias=AliasChoices("PORT", "API_PORT"))
     # As many threads run requests as the pool holds connections (`main.create_app`). One process runs Python on one
@@ -103,6 +115,11 @@ class Settings(BaseSettings):
     # Observability and process management.
     METRICS_ENABLED: bool = False
     GRACEFUL_TIMEOUT: int = Field(default=20, ge=0)
+    # Worker processes; `todo-api serve --workers` sets it for them (`export_to_workers`).
+    WEB_CONCURRENCY: int = Field(default=1, ge=1)
+    # Where every worker writes its metric samples (prometheus_client's multiprocess mode; empty at start); "": one
+    # process. With METRICS_ENABLED=true, `todo-api serve` makes a fresh folder when it is unset.
+    PROMETHEUS_MULTIPROC_DIR: str = ""
 
     # Sessions, refresh tokens and password recovery (seconds).
     REFRESH_TOKEN_EXPIRATION_DELTA: int = Field(default=2592000, ge=60)
@@ -207,11 +224,11 @@ class Settings(BaseSettings):
             raise ValueError(f"BETTER_AUTH_ALGORITHMS must be some of {', '.join(BETTER_AUTH_ALGORITHMS)}")
         return value
 
-    @field_validator("JWT_ALGORITHM")
+    @field_validator("LOG_FORMAT", mode="before")
     @classmethod
-    def _only_hs256(cls, value: str) -> str:
-        if value != "HS256":
-            raise ValueError("only HS256 is supported for tokens signed with BETTER_AUTH_SECRET")
+    def _lower_case(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip().lower() or None  # LOG_FORMAT= (empty): the default
         return value
 
     @model_validator(mode="after")
@@ -235,7 +252,7 @@ class Settings(BaseSettings):
     def _check_secret(self) -> Settings:
         if self.is_development:
             if not self.BETTER_AUTH_SECRET:
-                self.BETTER_AUTH_SECRET = _development_secret()
+                self.BETTER_AUTH_SECRET = _read_development_secret() or _process_secret()
         elif len(self.BETTER_AUTH_SECRET) < MIN_SECRET_LENGTH:
             raise ValueError(
                 f"BETTER_AUTH_SECRET must be set to at least {MIN_SECRET_LENGTH} characters "
@@ -244,22 +261,23 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def is_development(self) -> bool:
-        return self.ENVIRONMENT.lower() in {"development", "dev", "local"}
-
-    @property
     def docs_enabled(self) -> bool:
         if self.DOCS_ENABLED is not None:
             return self.DOCS_ENABLED
         return self.ENVIRONMENT.lower() != "production"
 
     @property
+    def log_format(self) -> Literal["console", "json"]:
+        if self.LOG_FORMAT is not None:
+            return self.LOG_FORMAT
+        return "console" if self.is_development else "json"
+
+    @property
     def password_hash_concurrency(self) -> int:
         if self.PASSWORD_HASH_CONCURRENCY:
             return self.PASSWORD_HASH_CONCURRENCY
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        workers = int(os.environ.get("WEB_CONCURRENCY", "1") or 1)  # set by `todo-api serve --workers`
-        return max(1, cores // max(1, workers))
+        return max(1, cores // self.WEB_CONCURRENCY)
 
     @property
     def behind_transaction_pooler(self) -> bool:
@@ -272,19 +290,53 @@ class Settings(BaseSettings):
         return self.DATABASE_URL.startswith("sqlite")
 
 
-def _development_secret() -> str:
-    """A per-checkout secret kept in a git-ignored file, so tokens survive a restart."""
+def _read_development_secret() -> str:
+    """The secret in DEV_SECRET_FILE, or "" without a usable one (Settings only read the file; see
+    create_development_secret)."""
     try:
-        existing = DEV_SECRET_FILE.read_text(encoding="utf-8").strip()
+        secret = DEV_SECRET_FILE.read_text(encoding="utf-8").strip()
     except FileNotFoundError:
-        existing = ""
-    if len(existing) >= MIN_SECRET_LENGTH:
-        return existing
-    secret = secrets.token_urlsafe(48)
-    DEV_SECRET_FILE.write_text(secret + "\n", encoding="utf-8")
-    DEV_SECRET_FILE.chmod(0o600)
+        return ""
+    return secret if len(secret) >= MIN_SECRET_LENGTH else ""
+
+
+def _process_secret() -> str:
+    logger.warning(
+        "BETTER_AUTH_SECRET is not set and %s holds none: tokens are signed with a random secret that ends with "
+        "this process (`todo-api serve` and `todo-api migrate` create the file)",
+        DEV_SECRET_FILE,
+    )
+    return secrets.token_urlsafe(48)
+
+
+def create_development_secret() -> None:
+    """In development without BETTER_AUTH_SECRET, create DEV_SECRET_FILE unless a usable one exists.
+
+    `todo-api serve` and `migrate` call it before any Settings are built, so the server, each of its workers and its
+    next start read the same secret (tokens survive a restart). Nothing else writes the file.
+    """
+    source = _SecretSettings()
+    if not source.is_development or source.BETTER_AUTH_SECRET or _read_development_secret():
+        return
+    DEV_SECRET_FILE.unlink(missing_ok=True)  # an unusable one (empty, too short)
+    # Owner-only from the moment it exists.
+    descriptor = os.open(DEV_SECRET_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+        file.write(secrets.token_urlsafe(48) + "\n")
     logger.warning("BETTER_AUTH_SECRET is not set: generated a development secret in %s", DEV_SECRET_FILE)
-    return secret
+
+
+def export_to_workers(**values: str | int) -> None:
+    """Hand settings that `todo-api serve` decides (WEB_CONCURRENCY, PROMETHEUS_MULTIPROC_DIR) to the worker processes
+    it starts, which build their own Settings from the environment (as prometheus_client reads its folder there).
+
+    The one place that writes the environment; this process's next `get_settings()` sees the values too.
+    """
+    for name, value in values.items():
+        if name not in Settings.model_fields:
+            raise ValueError(f"{name} is not a setting")
+        os.environ[name] = str(value)
+    get_settings.cache_clear()
 
 
 @lru_cache

@@ -45,6 +45,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(value: datetime | None) -> datetime | None:
+    """An aware UTC datetime; a naive one is taken as UTC."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """A timezone-aware UTC timestamp on every backend (SQLite keeps no offset, so it is restored on load)."""
 
@@ -68,9 +75,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         return super().result_processor(dialect, coltype)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return as_utc(value)
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -294,53 +299,53 @@ def _autocommit_reads(engine: Engine) -> None:
 
 
 class Database:
-    """Where a route does its database work: one session, opened and closed inside the route's own, single
-    thread-pool hop, so a request holds a connection only while that hop runs.
+    """Where a route does its database work: `read()` or `transaction()`, each a Core `Connection` opened and
+    closed inside the route's own, single thread-pool hop, so a request holds a connection only while that hop runs.
 
     FastAPI runs each plain-`def` dependency and the endpoint in separate thread-pool hops, and each hop costs
-    more CPU than a small query (a session dependency alone costs two: open and close). So the routes'
-    dependencies are `async def` and do no I/O, and the endpoint opens its session here.
-
-    That is also why the thread pool and the connection pool cannot wait on each other (the stall of the
-    well-known FastAPI template at 64 concurrent requests): a thread holds a connection only while it runs, so a
-    thread waiting for a connection always waits for one that is working; the thread pool is sized above the
-    connection pool (`main.create_app`), and requests beyond it wait in the event loop, holding neither.
+    more CPU than a small query. So the routes' dependencies are `async def` and do no I/O, and the endpoint opens
+    its connection here. That is also why the thread pool and the connection pool cannot wait on each other (the
+    stall of the well-known FastAPI template at 64 concurrent requests): a thread holds a connection only while it
+    runs, the thread pool is sized to the connection pool (`main.create_app`), and requests beyond it wait in the
+    event loop, holding neither.
     """
 
     def __init__(self, engine: Engine, settings: Settings) -> None:
         self.engine = engine
         # Reads run in autocommit on a direct PostgreSQL connection (`_autocommit_reads`): each statement sees
-        # committed data, as it would in a READ COMMITTED transaction. Through a transaction pooler the statement
-        # timeout needs a transaction (`SET LOCAL`), and SQLite's transactions are ours (BEGIN IMMEDIATE).
-        self._reads = engine
-        if not settings.is_sqlite and not settings.behind_transaction_pooler:
-            self._reads = engine.execution_options(**{AUTOCOMMIT_READS: True})
+        # committed data, as it would in a READ COMMITTED transaction, without BEGIN and ROLLBACK round trips.
+        # Through a transaction pooler the statement timeout needs a transaction (`SET LOCAL`), and SQLite's
+        # transactions are ours (BEGIN IMMEDIATE): there a read is a transaction like any other.
+        self._autocommit_reads = not settings.is_sqlite and not settings.behind_transaction_pooler
+        self._reads = engine.execution_options(**{AUTOCOMMIT_READS: True})
 
     @contextmanager
-    def read(self) -> Iterator[Session]:
-        """For routes that only read (a Better Auth user seen for the first time is still recorded: committed)."""
-        with Session(self._reads, expire_on_commit=False) as session:
-            yield session
-
-    @contextmanager
-    def connection(self) -> Iterator[Connection]:
-        """For the hottest routes, whose statements are all Core (a task, a page, a new task in one INSERT): a
-        pooled connection without an ORM session. A session's bookkeeping (its transaction's states and events)
-        costs a task read more CPU than its query does: the read serves about an eighth more requests per
-        CPU-second without one (bench/README.md).
-
-        Like `read()`: on direct PostgreSQL each statement commits on its own (no BEGIN, no COMMIT round trip).
-        Elsewhere the block is one transaction, committed when the block ends and rolled back when it raises.
-        """
+    def read(self) -> Iterator[Connection]:
+        """For routes that change nothing the client asked to change. On direct PostgreSQL each statement commits
+        on its own (so a Better Auth user seen for the first time is recorded); elsewhere the block is one
+        transaction, committed when it ends and rolled back when it raises."""
+        if not self._autocommit_reads:
+            with self.transaction() as connection:
+                yield connection
+            return
         with self._reads.connect() as connection:
             yield connection
-            connection.commit()
 
     @contextmanager
-    def write(self) -> Iterator[Session]:
-        """One transaction: the route commits what it changed; whatever it did not commit is rolled back."""
-        with Session(self.engine, expire_on_commit=False) as session:
-            yield session
+    def transaction(self) -> Iterator[Connection]:
+        """One transaction: committed when the block ends, rolled back when it raises. Services never commit."""
+        with self.engine.begin() as connection:
+            yield connection
+
+
+@contextmanager
+def orm(connection: Connection) -> Iterator[Session]:
+    """An ORM session on a block's connection (the account routes, where bcrypt dominates anyway). It never ends
+    the block's transaction (`rollback_only`: it neither commits nor begins a savepoint); what it holds is flushed
+    when it closes, and the block that opened the connection commits it."""
+    with Session(connection, join_transaction_mode="rollback_only", expire_on_commit=False) as session:
+        yield session
+        session.flush()
 
 
 async def get_database(request: Request) -> Database:

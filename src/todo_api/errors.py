@@ -1,19 +1,27 @@
-"""The one error type the service raises, and the handlers that turn every failure into `{"detail": ...}`."""
+"""The one error type the service raises, and the handlers that turn every failure into `{"detail": ...}`.
+
+Every error body and its headers come from here: `error_response` renders an AppError for the handlers (and the
+readiness check), `send_error` sends one from raw ASGI middleware, which runs outside FastAPI's handlers.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
-from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from pydantic_core import to_json
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Send
+
+from todo_api.logs import audit
 
 logger = logging.getLogger(__name__)
 
@@ -67,20 +75,58 @@ class Conflict(AppError):
 
 
 class PreconditionFailed(AppError):
-    """412: `If-Match` names a version that is no longer current. The body is the current resource itself
-    (not `{"detail": ...}`), so the client can merge and retry."""
+    """412: `If-Match` names a version that is no longer current. The body is the current resource itself, as its own
+    200 would render it (`responses.task_json`), not `{"detail": ...}`, so the client can merge and retry."""
 
     status_code = 412
     detail = "Precondition failed"
 
-    def __init__(self, current: object, headers: Mapping[str, str] | None = None) -> None:
+    def __init__(self, current: Mapping[str, Any], headers: Mapping[str, str]) -> None:
         super().__init__(headers=headers)
         self.current = current
+
+
+# misc: HTTPException's `headers` may be None, AppError's are a dict (`__init__` below sets a dict).
+class PayloadTooLarge(AppError, StarletteHTTPException):  # type: ignore[misc]
+    """413: the request body is over MAX_BODY_BYTES (`middleware.InputLimitMiddleware`).
+
+    Also a Starlette HTTPException for one reason: a chunked body that outgrows the limit raises this from inside
+    FastAPI's body reading, which re-raises HTTPExceptions but turns any other exception into a 400. Handlers are
+    looked up along the MRO, where AppError comes first, so `app_error_handler` renders it like any other AppError.
+    """
+
+    status_code = 413
+    detail = "Request body too large"
+
+    def __init__(self) -> None:
+        # Not AppError.__init__: its super() is HTTPException here, which takes the status code first.
+        StarletteHTTPException.__init__(self, self.status_code, self.detail)
+        self.headers = {}
 
 
 class UnprocessableEntity(AppError):
     status_code = 422
     detail = "Unprocessable entity"
+
+
+class TooManyRequests(AppError):
+    """429, with `Retry-After`; every one is audited (`rate_limited`)."""
+
+    status_code = 429
+    detail = "Too many requests"
+
+    def __init__(self, retry_after: int, limit: str = "") -> None:
+        audit("rate_limited", limit=limit, retry_after=retry_after)
+        super().__init__(
+            f"Too many requests; retry in {retry_after} seconds", headers={"Retry-After": str(retry_after)}
+        )
+
+
+class HeaderFieldsTooLarge(AppError):
+    """431: the request headers together are over `middleware.MAX_HEADER_BYTES`."""
+
+    status_code = 431
+    detail = "Request header fields too large"
 
 
 class ServiceUnavailable(AppError):
@@ -135,6 +181,23 @@ def _error(status_code: int, detail: object, headers: Mapping[str, str] | None =
     return JSONResponse({"detail": detail}, status_code=status_code, headers=dict(headers or {}))
 
 
+def error_response(error: AppError) -> JSONResponse:
+    """An AppError as its response: `{"detail": ...}` with the error's status and headers."""
+    return _error(error.status_code, error.detail, error.headers)
+
+
+async def send_error(send: Send, error: AppError) -> None:
+    """An AppError as a raw ASGI response, for middleware that answers before the app (and its handlers) runs.
+
+    The body is `json.dumps`'s (`{"detail": "..."}`, a space after each separator), as these responses always were.
+    """
+    body = json.dumps({"detail": error.detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in error.headers.items()]
+    await send({"type": "http.response.start", "status": error.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 def _redact(errors: list[dict[str, object]]) -> list[dict[str, object]]:
     """Validation errors without submitted secrets (or anything unserializable, such as raw bytes)."""
     cleaned = []
@@ -151,11 +214,12 @@ def _redact(errors: list[dict[str, object]]) -> list[dict[str, object]]:
     return cleaned
 
 
-async def app_error_handler(_: Request, exc: Exception) -> JSONResponse:
+async def app_error_handler(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
     if isinstance(exc, PreconditionFailed):
-        return JSONResponse(jsonable_encoder(exc.current), status_code=exc.status_code, headers=exc.headers)
-    return _error(exc.status_code, exc.detail, exc.headers)
+        body = to_json(exc.current)  # as `responses.json_response` renders the resource's 200
+        return Response(body, status_code=exc.status_code, media_type="application/json", headers=exc.headers)
+    return error_response(exc)
 
 
 async def http_exception_handler(_: Request, exc: Exception) -> JSONResponse:
@@ -189,8 +253,7 @@ async def database_error_handler(request: Request, exc: Exception) -> JSONRespon
     reason = str(cause).strip().partition("\n")[0][:200]
     path = getattr(request.scope.get("route"), "path", request.url.path)  # the template: no ids in the log
     logger.error("database unavailable: %s %s: %s: %s", request.method, path, type(cause).__name__, reason)
-    error = ServiceUnavailable()
-    return _error(error.status_code, error.detail, error.headers)
+    return error_response(ServiceUnavailable())
 
 
 async def unhandled_error_handler(_: Request, exc: Exception) -> JSONResponse:

@@ -13,7 +13,7 @@ def _no_nul(value: str) -> str:
     return value
 
 
-def _strip_lower(value: object) -> object:
+def strip_lower(value: object) -> object:
     return value.strip().lower() if isinstance(value, str) else value
 
 
@@ -21,12 +21,10 @@ NoNul = AfterValidator(_no_nul)
 """Refuses NUL characters (PostgreSQL cannot store them). Put it after any StringConstraints, which must come
 first in the Annotated list so that lengths are counted after stripping."""
 
-Text = Annotated[str, NoNul]
-
-Email = Annotated[EmailStr, BeforeValidator(_strip_lower), AfterValidator(_no_nul)]
+Email = Annotated[EmailStr, BeforeValidator(strip_lower), AfterValidator(_no_nul)]
 """An email address, trimmed and lower-cased, so lookups and the unique index agree."""
 
-LoginEmail = Annotated[str, BeforeValidator(_strip_lower), StringConstraints(max_length=320), AfterValidator(_no_nul)]
+LoginEmail = Annotated[str, BeforeValidator(strip_lower), StringConstraints(max_length=320), AfterValidator(_no_nul)]
 """What a login form sends: not re-validated as an address, so any unknown value is just a failed login."""
 
 

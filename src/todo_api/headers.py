@@ -55,3 +55,12 @@ def paging_links(url: URL, *, offset: int, limit: int, total: int) -> str | None
         previous = max(min(offset, total) - limit, 0)
         links.append(f'<{url.include_query_params(offset=previous, limit=limit)}>; rel="prev"')
     return ", ".join(links) or None
+
+
+def page_headers(url: URL, *, offset: int, limit: int, total: int) -> dict[str, str]:
+    """`X-Total-Count`, and `Link` when there is another page."""
+    headers = {"X-Total-Count": str(total)}
+    links = paging_links(url, offset=offset, limit=limit, total=total)
+    if links:
+        headers["Link"] = links
+    return headers

@@ -12,15 +12,19 @@ import json
 import re
 from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import Header
-from sqlalchemy import Column, ForeignKey, String, Text, delete
+from fastapi import Header, Response
+from pydantic import BaseModel
+from sqlalchemy import Column, Connection, ForeignKey, String, Text, bindparam
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Field, Session, SQLModel, col, select
+from sqlmodel import Field, SQLModel
 
-from todo_api.db import UTCDateTime, utcnow
+from todo_api.auth.principal import OwnerScope, scoped
+from todo_api.db import UTCDateTime, table, utcnow
 from todo_api.errors import UnprocessableEntity
+from todo_api.responses import json_response, task_headers
 
 KEY_LIFETIME = timedelta(hours=24)
 _PRINTABLE = re.compile(r"[\x20-\x7e]{1,255}")
@@ -54,68 +58,70 @@ IdempotencyKey = Annotated[
 ]
 
 
-def fingerprint(*parts: Any) -> str:
+def _fingerprint(operation: str, data: BaseModel) -> str:
+    parts = (operation, data.model_dump(mode="json"))
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _replay(record: IdempotencyRecord, request_fingerprint: str) -> tuple[int, Any]:
+_KEYS = table(IdempotencyRecord)
+_FIND = scoped(
+    sa_select(_KEYS.c.fingerprint, _KEYS.c.status_code, _KEYS.c.response_body).where(
+        _KEYS.c.user_id == bindparam("owner_id"),
+        _KEYS.c.key == bindparam("key"),
+        _KEYS.c.created_at > bindparam("since"),
+    )
+)
+_FORGET_EXPIRED = _KEYS.delete().where(
+    _KEYS.c.user_id == bindparam("owner_id"), _KEYS.c.created_at <= bindparam("since")
+)
+_REMEMBER = _KEYS.insert()
+
+
+def _replay(connection: Connection, *, scope: OwnerScope, key: str, request_fingerprint: str) -> Response | None:
+    """The first answer to this key, as it was sent (a task's with its ETag), or None."""
+    record = scope.first(connection, _FIND, {"key": key, "since": utcnow() - KEY_LIFETIME})
+    if record is None:
+        return None
     if record.fingerprint != request_fingerprint:
         raise UnprocessableEntity(KEY_REUSED)
-    return record.status_code, json.loads(record.response_body)
-
-
-def _find(session: Session, *, owner_id: str, key: str) -> IdempotencyRecord | None:
-    return session.exec(
-        select(IdempotencyRecord).where(
-            IdempotencyRecord.user_id == owner_id,
-            IdempotencyRecord.key == key,
-            col(IdempotencyRecord.created_at) > utcnow() - KEY_LIFETIME,
-        )
-    ).first()
+    body = record.response_body
+    version = json.loads(body).get("version") if body.startswith("{") else None
+    headers = task_headers(version) if isinstance(version, int) else None
+    return json_response(body.encode(), status_code=record.status_code, headers=headers)
 
 
 def run_once(
-    session: Session,
+    connection: Connection,
     *,
-    owner_id: str,
+    scope: OwnerScope,
     key: str | None,
-    request_fingerprint: str,
-    status_code: int,
-    write: Callable[[], Any],
-    render: Callable[[Any], Any],
-) -> tuple[int, Any]:
-    """Run `write` (which must not commit) and commit it with the key, or replay the answer stored for the key.
+    request: tuple[str, BaseModel],
+    answer: Callable[[], Response],
+) -> Response:
+    """`answer()`, the write and its response, or, for a key already used with the same request, the first response.
 
-    Returns the status code and JSON body to answer with: the first answer's, for a retry.
+    The write and the key are stored in one savepoint of the route's transaction: of two concurrent requests with one
+    key, the loser's write is undone there when the key's primary key refuses it, and it replays the winner's answer.
     """
     key = _valid_key(key)
-    if key is not None and (record := _find(session, owner_id=owner_id, key=key)) is not None:
-        return _replay(record, request_fingerprint)
-    body = render(write())
-    if key is not None:
-        # An expired record of the same key is replaced; old ones go opportunistically.
-        session.execute(
-            delete(IdempotencyRecord).where(
-                col(IdempotencyRecord.created_at) <= utcnow() - KEY_LIFETIME,
-                col(IdempotencyRecord.user_id) == owner_id,
-            )
-        )
-        session.add(
-            IdempotencyRecord(
-                user_id=owner_id,
-                key=key,
-                fingerprint=request_fingerprint,
-                status_code=status_code,
-                response_body=json.dumps(body),
-            )
-        )
+    if key is None:
+        return answer()
+    owner_id = scope.user_id
+    request_fingerprint = _fingerprint(*request)
+    replayed = _replay(connection, scope=scope, key=key, request_fingerprint=request_fingerprint)
+    if replayed is not None:
+        return replayed
     try:
-        session.commit()
+        with connection.begin_nested():
+            response = answer()
+            connection.execute(_FORGET_EXPIRED, {"owner_id": owner_id, "since": utcnow() - KEY_LIFETIME})
+            record = {"user_id": owner_id, "key": key, "fingerprint": request_fingerprint, "created_at": utcnow()}
+            body = bytes(response.body).decode()
+            connection.execute(_REMEMBER, {**record, "status_code": response.status_code, "response_body": body})
     except IntegrityError:
         # A concurrent request with the same key committed first: ours is undone, theirs is the answer.
-        session.rollback()
-        record = _find(session, owner_id=owner_id, key=key) if key is not None else None
-        if record is None:
+        replayed = _replay(connection, scope=scope, key=key, request_fingerprint=request_fingerprint)
+        if replayed is None:
             raise
-        return _replay(record, request_fingerprint)
-    return status_code, body
+        return replayed
+    return response

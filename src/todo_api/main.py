@@ -34,7 +34,7 @@ def _operation_id(route: APIRoute) -> str:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    configure_logging(settings.LOG_LEVEL)
+    configure_logging(settings.LOG_LEVEL, settings.log_format)
     engine = build_engine(settings)
     better_auth = BetterAuth.from_settings(settings)
 
@@ -87,7 +87,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(system.router)
     app.include_router(auth_router)
     if settings.METRICS_ENABLED:
-        get_metrics().track_pool(engine)
+        metrics = get_metrics()
+        metrics.multiproc_dir = settings.PROMETHEUS_MULTIPROC_DIR
+        metrics.track_pool(engine)
         app.include_router(system.metrics_router)
     return app
 

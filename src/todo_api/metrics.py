@@ -1,24 +1,24 @@
 """Prometheus metrics, correct across worker processes (prometheus_client's multiprocess mode).
 
-`todo-api serve` points PROMETHEUS_MULTIPROC_DIR at a fresh folder before the workers start when
-METRICS_ENABLED=true; every worker then writes its samples there and any worker can answer /metrics for all.
+With METRICS_ENABLED=true, `todo-api serve` hands the workers a PROMETHEUS_MULTIPROC_DIR (a fresh folder unless the
+setting names one) before they start; every worker then writes its samples there and any worker can answer /metrics
+for all.
 """
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Engine, event
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-
 
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, multiproc_dir: str = "") -> None:
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+        # The PROMETHEUS_MULTIPROC_DIR setting: where every worker's samples are ("": this process's only).
+        self.multiproc_dir = multiproc_dir
         # Metric objects register in this registry for the single-process case; in multiprocess mode the
         # values go to files and /metrics aggregates them with a MultiProcessCollector.
         self.registry = CollectorRegistry(auto_describe=True)
@@ -52,14 +52,15 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess
 
-        if os.environ.get(MULTIPROC_ENV):
+        if self.multiproc_dir:
             registry = CollectorRegistry()
-            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            multiprocess.MultiProcessCollector(registry, path=self.multiproc_dir)  # type: ignore[no-untyped-call]
             return generate_latest(registry), CONTENT_TYPE_LATEST
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
 @lru_cache
 def get_metrics() -> Metrics:
-    """One set of metric objects per process (the names are process-global in multiprocess mode)."""
+    """One set of metric objects per process (the names are process-global in multiprocess mode); the app that
+    serves /metrics sets `multiproc_dir` from its settings (`main.create_app`)."""
     return Metrics()

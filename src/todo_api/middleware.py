@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
@@ -10,10 +9,10 @@ import time
 from typing import Any
 
 from starlette.datastructures import MutableHeaders
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from todo_api.config import Settings
+from todo_api.errors import HeaderFieldsTooLarge, PayloadTooLarge, send_error
 from todo_api.metrics import get_metrics
 
 access_log = logging.getLogger("todo_api.access")
@@ -99,14 +98,6 @@ class RequestContextMiddleware:
             self.metrics.duration.labels(template).observe(seconds)
 
 
-class BodyTooLarge(HTTPException):
-    def __init__(self) -> None:
-        super().__init__(status_code=413, detail=TOO_LARGE)
-
-
-TOO_LARGE = "Request body too large"
-
-
 class InputLimitMiddleware:
     """413 for bodies over MAX_BODY_BYTES before they are read whole (declared or chunked); 431 for huge headers."""
 
@@ -125,10 +116,10 @@ class InputLimitMiddleware:
             if name == b"content-length" and value.isdigit():
                 declared = int(value)
         if header_bytes > MAX_HEADER_BYTES:
-            await _json_error(send, 431, "Request header fields too large")
+            await send_error(send, HeaderFieldsTooLarge())
             return
         if declared > self.max_body_bytes:
-            await _json_error(send, 413, TOO_LARGE)
+            await send_error(send, PayloadTooLarge())
             return
         received = 0
 
@@ -138,20 +129,8 @@ class InputLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
-                    # Raised inside FastAPI's body reading, which re-raises HTTPExceptions to the handler.
-                    raise BodyTooLarge()
+                    # Raised inside FastAPI's body reading, which re-raises it (an HTTPException) to the handler.
+                    raise PayloadTooLarge()
             return message
 
         await self.app(scope, counting_receive, send)
-
-
-async def _json_error(send: Send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})

@@ -17,24 +17,12 @@ from limits.strategies import MovingWindowRateLimiter
 from redis.exceptions import RedisError
 
 from todo_api.config import Settings
-from todo_api.errors import AppError
-from todo_api.logs import audit
+from todo_api.errors import TooManyRequests as TooManyRequests  # re-exported: `from todo_api.ratelimit import ...`
 
 logger = logging.getLogger(__name__)
 
 REDIS_RETRY_SECONDS = 30.0
 REDIS_TIMEOUT_SECONDS = 0.5
-
-
-class TooManyRequests(AppError):
-    status_code = 429
-    detail = "Too many requests"
-
-    def __init__(self, retry_after: int, limit: str = "") -> None:
-        audit("rate_limited", limit=limit, retry_after=retry_after)
-        super().__init__(
-            f"Too many requests; retry in {retry_after} seconds", headers={"Retry-After": str(retry_after)}
-        )
 
 
 @lru_cache(maxsize=64)
@@ -131,7 +119,14 @@ def _is_trusted(address: str, trusted: tuple[ipaddress.IPv4Network | ipaddress.I
 
 
 def rate_limit(setting: str) -> Callable[[Request], None]:
-    """A route dependency counting one request per client IP against the named setting."""
+    """A route dependency counting one request per client IP against the named setting.
+
+    A plain `def`, unlike our other dependencies, and so a thread-pool hop of its own: counting may be network I/O,
+    as the `limits` library's Redis storage is synchronous, and in `async def` it would block the event loop. It
+    stays a `def` until that I/O moves off the loop. The hop is paid only on the rate-limited auth routes, where
+    bcrypt (register, login, token, reset-password), an email (forgot-password) or a write transaction (refresh)
+    costs far more than it.
+    """
 
     def dependency(request: Request) -> None:
         limiter: RateLimiter = request.app.state.rate_limiter

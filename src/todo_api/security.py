@@ -15,11 +15,14 @@ import jwt
 from passlib.context import CryptContext
 
 from todo_api.config import Settings
+from todo_api.db import as_utc
 
 # bcrypt alone ignores everything past 72 bytes; bcrypt_sha256 pre-hashes so every character counts.
 # Plain $2b$ hashes (from other tools or older rows) still verify.
 _SCHEMES = ["bcrypt_sha256", "bcrypt"]
 _DUMMY_PASSWORD = "dummy password for timing equalization"  # noqa: S105 - not a credential
+# The one algorithm for tokens signed with the shared secret (ours and a Better Auth frontend's).
+ALGORITHM = "HS256"
 
 
 class InvalidToken(Exception):
@@ -88,7 +91,7 @@ def create_access_token(
         "email": email,
         "name": name,
     }
-    return jwt.encode(claims, settings.BETTER_AUTH_SECRET, algorithm=settings.JWT_ALGORITHM), lifetime
+    return jwt.encode(claims, settings.BETTER_AUTH_SECRET, algorithm=ALGORITHM), lifetime
 
 
 VERIFIED_TOKENS_CACHED = 4096
@@ -101,7 +104,7 @@ def decode_token(token: str, *, settings: Settings) -> dict[str, Any]:
     (`_signed_claims`, cached by the exact token), its times on every use.
     """
     try:
-        claims = _signed_claims(token, settings.BETTER_AUTH_SECRET, settings.JWT_ALGORITHM)
+        claims = _signed_claims(token, settings.BETTER_AUTH_SECRET, ALGORITHM)
     except jwt.PyJWTError as exc:
         raise InvalidToken(type(exc).__name__) from exc
     check_times(claims, leeway=settings.JWT_LEEWAY)
@@ -156,3 +159,20 @@ def check_subject(claims: dict[str, Any]) -> None:
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject.strip() or len(subject) > 255:
         raise InvalidToken("bad subject")
+
+
+def timestamp(value: object) -> datetime | None:
+    """An instant as tokens and Better Auth's adapters carry it: a datetime (naive = UTC), an ISO-8601 string, or an
+    epoch number, in seconds (JWT claims) or, past 10^11 (the year 5138 in seconds), in milliseconds (Better Auth's
+    stores). None for anything else."""
+    if isinstance(value, datetime):
+        return as_utc(value)
+    try:
+        if isinstance(value, str):
+            return as_utc(datetime.fromisoformat(value.strip()))
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            seconds = value / 1000 if value > 10**11 else value
+            return datetime.fromtimestamp(seconds, UTC)
+    except (ValueError, OverflowError, OSError):
+        pass
+    return None

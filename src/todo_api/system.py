@@ -5,10 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse
 
 from todo_api import __version__
-from todo_api.errors import error_responses
+from todo_api.errors import ServiceUnavailable, error_response, error_responses
 from todo_api.metrics import get_metrics
 
 router = APIRouter(tags=["system"])
@@ -38,7 +37,7 @@ def ready(request: Request) -> Any:
         finally:
             connection.close()
     except Exception:  # any failure to reach the database (DBAPI errors come unwrapped here) means not ready
-        return JSONResponse({"detail": "Database unavailable"}, status_code=503, headers={"Retry-After": "5"})
+        return error_response(ServiceUnavailable("Database unavailable"))
     return {"status": "ready", "database": "ok"}
 
 

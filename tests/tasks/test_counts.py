@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import delete, func, update
 from sqlmodel import Session, select
 
+from tests.conftest import SharedSessionDatabase
 from tests.factories import UserFactory
 from tests.tasks.helpers import Actor, create_task, local_actor, tasks_url
 from todo_api.auth.models import User
@@ -103,7 +104,7 @@ def test_counts_stay_exact_through_every_write(client: TestClient, users: UserFa
     db_session.exec(  # a trash old enough to be purged
         update(Task).where(Task.id.in_(ids[14:20])).values(trashed_at=datetime(2000, 1, 1, tzinfo=UTC))  # type: ignore[union-attr]
     )
-    assert service.purge_trash(db_session, older_than=datetime(2000, 1, 2, tzinfo=UTC)) == 6
+    assert service.purge_trash(SharedSessionDatabase(db_session), older_than=datetime(2000, 1, 2, tzinfo=UTC)) == 6
     assert_counts_exact(client, me)
     assert_counts_exact(client, other)
 

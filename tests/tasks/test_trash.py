@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, insert, update
 from sqlmodel import Session, select
 
+from tests.conftest import SharedSessionDatabase
 from tests.factories import UserFactory
 from tests.tasks.helpers import (
     ACTOR_PAIRS,
@@ -323,7 +324,9 @@ def test_purge_trash_deletes_what_was_trashed_before_the_cutoff(
     # Tests share one database: a date no other test's trash has, so the count is exact.
     _age_trash(db_session, [*old, theirs], datetime(2000, 1, 1, tzinfo=UTC))
 
-    purged = service.purge_trash(db_session, older_than=datetime(2000, 1, 2, tzinfo=UTC), batch_size=2)
+    purged = service.purge_trash(
+        SharedSessionDatabase(db_session), older_than=datetime(2000, 1, 2, tzinfo=UTC), batch_size=2
+    )
 
     assert purged == 4
     assert [t["id"] for t in trashed(client, actor)] == [recent]
@@ -431,7 +434,8 @@ def test_purge_trash_as_cron_runs_it(scratch_database_url: str, tmp_path: Path) 
 def test_purge_trash_works_on_the_default_sqlite_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """With no DATABASE_URL it migrates and purges ./todo.db, like `serve` uses it."""
+    """With no DATABASE_URL it purges ./todo.db, like `serve` uses it; it never migrates (a cron job must not change
+    the schema): an unmigrated database is refused with a clear line, and purged once `migrate` ran."""
     monkeypatch.chdir(tmp_path)
     for name in ("DATABASE_URL", "TRASH_RETENTION_DAYS"):
         monkeypatch.delenv(name, raising=False)
@@ -439,6 +443,10 @@ def test_purge_trash_works_on_the_default_sqlite_file(
     monkeypatch.setenv("BETTER_AUTH_SECRET", "cron-secret-that-is-at-least-32-characters")
     get_settings.cache_clear()
     try:
+        assert cli.main(["purge-trash"]) == 1
+        assert capsys.readouterr().err == "todo-api: the database is not migrated: run `todo-api migrate`\n"
+        assert cli.main(["migrate"]) == 0
+        capsys.readouterr()
         assert cli.main(["purge-trash"]) == 0
     finally:
         get_settings.cache_clear()

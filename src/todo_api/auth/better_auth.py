@@ -20,15 +20,14 @@ import httpx
 import jwt
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
-from sqlmodel import Session
 
 from todo_api.config import Settings
 from todo_api.db import build_engine
-from todo_api.security import InvalidToken, check_subject
+from todo_api.security import ALGORITHM as SHARED_SECRET_ALGORITHM
+from todo_api.security import InvalidToken, check_subject, timestamp
 
 logger = logging.getLogger(__name__)
 
-SHARED_SECRET_ALGORITHM = "HS256"
 FETCH_TIMEOUT_SECONDS = 3.0
 # However many requests carry unknown kids, the JWKS is fetched at most once per this interval (per process).
 MIN_REFETCH_INTERVAL_SECONDS = 10.0
@@ -234,7 +233,7 @@ class BetterAuth:
         check_subject(claims)
         return claims
 
-    def session_claims(self, session: Session, token: str) -> dict[str, Any]:
+    def session_claims(self, connection: Connection, token: str) -> dict[str, Any]:
         """Look a session token up in Better Auth's tables, on every request (a sign-out counts at once).
 
         Returns `sub`, `email` and `name` of the session's user, and the session's creation (`iat`) and expiry (`exp`).
@@ -249,23 +248,23 @@ class BetterAuth:
         )
         try:
             if self.engine is None:  # Better Auth's tables live in our database
-                row = _find_session(session.connection(), session_token)
+                row = _find_session(connection, session_token)
             else:
                 with self.engine.connect() as connection:
                     row = _find_session(connection, session_token)
         except (ProgrammingError, OperationalError) as exc:
             if isinstance(exc, OperationalError) and "no such table" not in str(exc):
                 raise  # the database is down: a 503, not the client's fault
+            # In our own database the failed statement spoiled the block's transaction: the 401 rolls it back.
             logger.error("Better Auth's session/user tables are missing: check BETTER_AUTH_DATABASE_URL")
-            session.rollback()  # in our own database, the failed statement spoiled the transaction
             raise InvalidToken("no Better Auth tables") from None
         if row is None:
             raise InvalidToken("unknown session")
         user_id, expires_at, created_at, email, name = row
-        expires = _timestamp(expires_at)
+        expires = timestamp(expires_at)
         if expires is None or expires <= datetime.now(UTC) - timedelta(seconds=settings.JWT_LEEWAY):
             raise InvalidToken("session expired")
-        created = _timestamp(created_at)
+        created = timestamp(created_at)
         claims = {
             "sub": str(user_id),
             "email": email,
@@ -300,19 +299,3 @@ def parse_session_token(value: str, *, secret: str, require_signed: bool) -> str
 def _find_session(connection: Connection, token: str) -> tuple[Any, ...] | None:
     row = connection.execute(SESSION_QUERY, {"token": token}).first()
     return None if row is None else tuple(row)
-
-
-def _timestamp(value: object) -> datetime | None:
-    """A timestamp as Better Auth's adapters store it: datetime, ISO-8601 string, or epoch (ms) number."""
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-    try:
-        if isinstance(value, str):
-            parsed = datetime.fromisoformat(value.strip())
-            return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            seconds = value / 1000 if value > 10**11 else value
-            return datetime.fromtimestamp(seconds, UTC)
-    except (ValueError, OverflowError, OSError):
-        pass
-    return None

@@ -3,9 +3,9 @@
 Every dependency here is `async def` and does no I/O: FastAPI runs a plain `def` dependency in a thread-pool hop
 of its own, and each hop costs more than the work. What a dependency can prove without I/O it proves before the
 input is validated (a missing or bad shared-secret token is a 401, another user's path a 404); what needs the
-database (is the token's session still live? Better Auth's keys and tables) the route proves in its own database
-session: `caller.principal(session)`, `owner.id(session)`, or, for the hottest routes, in their own statement:
-`owner.scope(connection)`.
+database (is the token's session still live? Better Auth's keys and tables) the route proves first thing in its
+own database block: `owner.scope(conn)` on the routes under `/api/{user_id}`, `caller.principal(conn)` or
+`caller.user(conn)` on the account routes.
 """
 
 from __future__ import annotations
@@ -14,14 +14,13 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Form, Request
 from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy import Connection
-from sqlmodel import Session
 
 from todo_api.auth.better_auth import BetterAuth
 from todo_api.auth.models import User
-from todo_api.auth.service import (
+from todo_api.auth.principal import (
     OwnerScope,
     Principal,
     current_user,
@@ -59,16 +58,16 @@ class Caller:
         """The user id, when the token proved it without I/O."""
         return None if self.claims is None else str(self.claims["sub"])
 
-    def principal(self, session: Session) -> Principal:
+    def principal(self, connection: Connection) -> Principal:
         principal = principal_from_token(
-            session, token=self.token, claims=self.claims, settings=self.settings, better_auth=self.better_auth
+            connection, token=self.token, claims=self.claims, settings=self.settings, better_auth=self.better_auth
         )
         self.request_state.user_id = principal.user_id  # for the access log
         return principal
 
-    def user(self, session: Session) -> User:
+    def user(self, connection: Connection) -> User:
         """The caller's account, for the routes that read or change it."""
-        return current_user(session, self.principal(session))
+        return current_user(connection, self.principal(connection))
 
 
 class BearerCaller(OAuth2PasswordBearer):
@@ -98,26 +97,20 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 
 @dataclass(frozen=True)
 class Owner:
-    """A caller addressing `/api/{user_id}/...`: `id()` proves the token and that `{user_id}` is the caller."""
+    """A caller addressing `/api/{user_id}/...`; `scope()` proves the token and that `{user_id}` is the caller."""
 
     caller: Caller
     path_user_id: str
 
-    def id(self, session: Session) -> str:
-        """The caller's user id; `{user_id}` naming anyone else (or no one) is answered like a missing task."""
-        user_id = self.caller.principal(session).user_id
-        _check_path(self.path_user_id, user_id)
-        return user_id
-
     def scope(self, connection: Connection) -> OwnerScope:
-        """Like `id()`, for a route whose statement proves the caller's session itself (see `OwnerScope`), on a
-        connection without an ORM session (`Database.connection`). Called before that statement: a token the
-        database must prove (Better Auth's) is proven in an ORM session of its own on the connection."""
+        """The rows this request may touch. One of our tokens is proven by the route's first statement
+        (`OwnerScope.rows`); any other token here, now (Better Auth's keys or tables, on this connection)."""
         caller = self.caller
         session_id = unproven_session(caller.claims, settings=caller.settings)
         if session_id is None or caller.subject is None:
-            with Session(connection, expire_on_commit=False) as session:
-                return OwnerScope(self.id(session))
+            user_id = caller.principal(connection).user_id
+            _check_path(self.path_user_id, user_id)
+            return OwnerScope(user_id)
         _check_path(self.path_user_id, caller.subject)
         caller.request_state.user_id = caller.subject  # for the access log
         return OwnerScope(caller.subject, session_id=session_id)
@@ -163,3 +156,23 @@ async def _password_hashing_slot(request: Request) -> AsyncIterator[None]:
 
 
 PasswordHashing = Depends(_password_hashing_slot)
+
+
+@dataclass(frozen=True)
+class PasswordRequestForm:
+    username: str
+    password: str
+
+
+async def _password_form(
+    username: Annotated[str, Form()],
+    password: Annotated[str, Form(json_schema_extra={"format": "password"})],
+    grant_type: Annotated[str | None, Form(pattern="^password$")] = None,  # noqa: ARG001 (validated, then unused)
+) -> PasswordRequestForm:
+    """OAuth2's password-grant form (RFC 6749 4.3), as FastAPI's `OAuth2PasswordRequestForm` reads it, but `async`:
+    that class is a plain-`def` dependency (a thread-pool hop of its own). Other fields (scope, client_id,
+    client_secret) are ignored: this service has no scopes or clients."""
+    return PasswordRequestForm(username=username, password=password)
+
+
+PasswordForm = Annotated[PasswordRequestForm, Depends(_password_form)]

@@ -1,17 +1,17 @@
-"""Routes under /api/auth: accounts, sessions and password recovery. Each opens one database session (a read or
-a write, see `Database`), proves the caller if the route needs one, and makes one service call."""
+"""Routes under /api/auth: accounts, sessions and password recovery. Each opens `db.read()` or `db.transaction()`,
+proves the caller if the route needs one, and makes one service call; the services that run bcrypt take the
+`Database` and open their blocks around the hash themselves."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Body, Depends, Response, status
-from fastapi.security import OAuth2PasswordRequestForm
 from pydantic import ValidationError
 
 from todo_api import mail
 from todo_api.auth import service, sessions
-from todo_api.auth.deps import CallerDep, Client, Limiter, PasswordHashing
+from todo_api.auth.deps import CallerDep, Client, Limiter, PasswordForm, PasswordHashing
 from todo_api.auth.models import (
     AuthResponse,
     ChangePassword,
@@ -48,8 +48,7 @@ FORGOT_PASSWORD_ANSWER = "If an account with a password exists for this email, a
     responses=error_responses(400, 409, 413, 422, 429, 503),
 )
 def register(db: DatabaseDep, settings: SettingsDep, client: Client, data: UserRegister) -> AuthResponse:
-    with db.write() as session:
-        return service.register_user(session, data=data, client=client, settings=settings)
+    return service.register_user(db, data=data, client=client, settings=settings)
 
 
 @router.post(
@@ -59,10 +58,9 @@ def register(db: DatabaseDep, settings: SettingsDep, client: Client, data: UserR
     responses=error_responses(400, 401, 413, 422, 429, 503),
 )
 def login(db: DatabaseDep, settings: SettingsDep, client: Client, limiter: Limiter, data: UserLogin) -> AuthResponse:
-    with db.write() as session:
-        return service.login(
-            session, email=data.email, password=data.password, client=client, settings=settings, limiter=limiter
-        )
+    return service.login(
+        db, email=data.email, password=data.password, client=client, settings=settings, limiter=limiter
+    )
 
 
 @router.post(
@@ -76,22 +74,21 @@ def token(
     settings: SettingsDep,
     client: Client,
     limiter: Limiter,
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: PasswordForm,
 ) -> Token:
     """OAuth2 password flow (`username` = email), for the Authorize button in /docs."""
     try:
         credentials = UserLogin(email=form.username, password=form.password)
     except ValidationError:
         raise Unauthorized(service.INVALID_LOGIN) from None
-    with db.write() as session:
-        answer = service.login(
-            session,
-            email=credentials.email,
-            password=credentials.password,
-            client=client,
-            settings=settings,
-            limiter=limiter,
-        )
+    answer = service.login(
+        db,
+        email=credentials.email,
+        password=credentials.password,
+        client=client,
+        settings=settings,
+        limiter=limiter,
+    )
     return Token(access_token=answer.access_token)
 
 
@@ -102,8 +99,11 @@ def token(
     responses=error_responses(400, 401, 413, 422, 429, 503),
 )
 def refresh(db: DatabaseDep, settings: SettingsDep, data: RefreshRequest) -> TokenPair:
-    with db.write() as session:
-        return sessions.refresh(session, refresh_token=data.refresh_token, settings=settings)
+    with db.transaction() as conn:
+        pair = sessions.refresh(conn, refresh_token=data.refresh_token, settings=settings)
+    if pair is None:  # a spent token presented again: its session is revoked now (committed), and this is a 401
+        raise Unauthorized(sessions.INVALID_REFRESH)
+    return pair
 
 
 @router.post(
@@ -113,25 +113,24 @@ def refresh(db: DatabaseDep, settings: SettingsDep, data: RefreshRequest) -> Tok
     responses=error_responses(400, 401, 413, 422, 503),
 )
 def logout(db: DatabaseDep, caller: CallerDep, data: Annotated[LogoutRequest | None, Body()] = None) -> None:
-    with db.write() as session:
-        principal = caller.principal(session)
-        service.logout(session, principal=principal, refresh_token=data.refresh_token if data else None)
+    with db.transaction() as conn:
+        principal = caller.principal(conn)
+        service.logout(conn, principal=principal, refresh_token=data.refresh_token if data else None)
 
 
 @router.post(
     "/logout-all", status_code=status.HTTP_204_NO_CONTENT, response_class=Response, responses=error_responses(401, 503)
 )
 def logout_all(db: DatabaseDep, caller: CallerDep) -> None:
-    with db.write() as session:
-        user = caller.user(session)
-        service.logout_all(session, user=user)
+    with db.transaction() as conn:
+        service.logout_all(conn, user=caller.user(conn))
 
 
 @router.get("/sessions", response_model=list[SessionPublic], responses=error_responses(401, 503))
 def list_sessions(db: DatabaseDep, caller: CallerDep) -> list[SessionPublic]:
-    with db.read() as session:
-        principal = caller.principal(session)
-        rows = sessions.list_sessions(session, user_id=principal.user_id)
+    with db.read() as conn:
+        principal = caller.principal(conn)
+        rows = sessions.list_sessions(conn, user_id=principal.user_id)
     return [SessionPublic.model_validate(row, update={"current": row.id == principal.session_id}) for row in rows]
 
 
@@ -142,22 +141,21 @@ def list_sessions(db: DatabaseDep, caller: CallerDep) -> list[SessionPublic]:
     responses=error_responses(401, 404, 503),
 )
 def revoke_session(db: DatabaseDep, caller: CallerDep, session_id: str) -> None:
-    with db.write() as session:
-        principal = caller.principal(session)
-        sessions.revoke_session(session, user_id=principal.user_id, session_id=session_id)
+    with db.transaction() as conn:
+        principal = caller.principal(conn)
+        sessions.revoke_session(conn, user_id=principal.user_id, session_id=session_id)
 
 
 @router.get("/me", response_model=UserPublic, responses=error_responses(401, 503))
 def me(db: DatabaseDep, caller: CallerDep) -> User:
-    with db.read() as session:
-        return caller.user(session)
+    with db.read() as conn:
+        return caller.user(conn)
 
 
 @router.patch("/me", response_model=UserPublic, responses=error_responses(400, 401, 409, 413, 422, 503))
 def update_me(db: DatabaseDep, caller: CallerDep, data: UserUpdate) -> User:
-    with db.write() as session:
-        user = caller.user(session)
-        return service.update_profile(session, user=user, data=data)
+    with db.transaction() as conn:
+        return service.update_profile(conn, user=caller.user(conn), data=data)
 
 
 @router.delete(
@@ -174,9 +172,7 @@ def delete_me(
     data: Annotated[DeleteAccount | None, Body()] = None,
 ) -> None:
     """A local account confirms with `{"password": ...}`; a Better Auth account needs no body."""
-    with db.write() as session:
-        user = caller.user(session)
-        service.delete_account(session, user=user, password=data.password if data else None, settings=settings)
+    service.delete_account(db, caller=caller, password=data.password if data else None, settings=settings)
 
 
 @router.post(
@@ -188,16 +184,14 @@ def delete_me(
 def change_password(
     db: DatabaseDep, settings: SettingsDep, caller: CallerDep, client: Client, data: ChangePassword
 ) -> AuthResponse:
-    with db.write() as session:
-        user = caller.user(session)
-        return service.change_password(
-            session,
-            user=user,
-            current_password=data.current_password,
-            new_password=data.new_password,
-            client=client,
-            settings=settings,
-        )
+    return service.change_password(
+        db,
+        caller=caller,
+        current_password=data.current_password,
+        new_password=data.new_password,
+        client=client,
+        settings=settings,
+    )
 
 
 @router.post(
@@ -216,8 +210,8 @@ def forgot_password(
 ) -> Message:
     """Same answer whether or not the account exists; the email is sent after the response."""
     limiter.hit(settings.RATE_LIMIT_FORGOT_PASSWORD_PER_EMAIL, "forgot_password_email", data.email)
-    with db.write() as session:
-        reset_token = service.create_reset_token(session, email=data.email, settings=settings)
+    with db.transaction() as conn:
+        reset_token = service.create_reset_token(conn, email=data.email, settings=settings)
     if reset_token is not None:
         background.add_task(mail.send_password_reset, settings, to=data.email, token=reset_token)
     return Message(message=FORGOT_PASSWORD_ANSWER)
@@ -231,5 +225,4 @@ def forgot_password(
     responses=error_responses(400, 413, 422, 429, 503),
 )
 def reset_password(db: DatabaseDep, settings: SettingsDep, data: ResetPassword) -> None:
-    with db.write() as session:
-        service.reset_password(session, token=data.token, new_password=data.new_password, settings=settings)
+    service.reset_password(db, token=data.token, new_password=data.new_password, settings=settings)

@@ -1,4 +1,5 @@
-"""Login sessions: refresh-token rotation with reuse detection, revocation, and what tokens they cover."""
+"""Login sessions: refresh-token rotation with reuse detection, revocation, and what tokens they cover. Nothing here
+commits: the route's block does."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import Connection, update
 from sqlmodel import Session, col, select
 
 from todo_api.auth.models import AuthSession, PasswordResetToken, RefreshToken, TokenPair, User
 from todo_api.config import Settings
-from todo_api.db import utcnow
+from todo_api.db import orm, utcnow
 from todo_api.errors import NotFound, Unauthorized
 from todo_api.security import create_access_token, hash_token, new_opaque_token
 
@@ -26,7 +27,7 @@ class ClientInfo:
 
 
 def start_session(session: Session, *, user: User, client: ClientInfo, settings: Settings) -> TokenPair:
-    """A new session for the user (not committed) and its first access and refresh tokens."""
+    """A new session for the user and its first access and refresh tokens."""
     now = utcnow()
     auth_session = AuthSession(
         id=str(uuid.uuid4()),
@@ -50,42 +51,39 @@ def _tokens(session: Session, *, user: User, auth_session: AuthSession, settings
     return TokenPair(access_token=access_token, refresh_token=refresh_token, expires_in=expires_in)
 
 
-def refresh(session: Session, *, refresh_token: str, settings: Settings) -> TokenPair:
-    """Rotate: the presented token is spent and a new one issued. A spent token presented again is theft."""
+def refresh(connection: Connection, *, refresh_token: str, settings: Settings) -> TokenPair | None:
+    """Rotate: the presented token is spent and a new pair issued. A spent token presented again is theft: the
+    session is revoked, and None says so (the route answers 401 after its block commits the revocation)."""
     now = utcnow()
-    row = session.exec(
-        select(RefreshToken, AuthSession, User)
-        .join(AuthSession, col(AuthSession.id) == RefreshToken.session_id)
-        .join(User, col(User.id) == AuthSession.user_id)
-        .where(RefreshToken.token_hash == hash_token(refresh_token))
-    ).first()
-    if row is None:
-        raise Unauthorized(INVALID_REFRESH)
-    token, auth_session, user = row
-    if auth_session.revoked_at is not None or auth_session.expires_at <= now:
-        raise Unauthorized(INVALID_REFRESH)
-    # Spend the token in one conditional UPDATE, so two racing uses cannot both succeed.
-    spent = session.execute(
-        update(RefreshToken)
-        .where(col(RefreshToken.id) == token.id, col(RefreshToken.rotated_at).is_(None))
-        .values(rotated_at=now)
-    )
-    if spent.rowcount != 1:  # type: ignore[attr-defined]
-        auth_session.revoked_at = now
-        session.add(auth_session)
-        session.commit()
-        raise Unauthorized(INVALID_REFRESH)
-    auth_session.last_used_at = now
-    auth_session.expires_at = now + timedelta(seconds=settings.REFRESH_TOKEN_EXPIRATION_DELTA)
-    session.add(auth_session)
-    pair = _tokens(session, user=user, auth_session=auth_session, settings=settings)
-    session.commit()
-    return pair
+    with orm(connection) as session:
+        row = session.exec(
+            select(RefreshToken, AuthSession, User)
+            .join(AuthSession, col(AuthSession.id) == RefreshToken.session_id)
+            .join(User, col(User.id) == AuthSession.user_id)
+            .where(RefreshToken.token_hash == hash_token(refresh_token))
+        ).first()
+        if row is None:
+            raise Unauthorized(INVALID_REFRESH)
+        token, auth_session, user = row
+        if auth_session.revoked_at is not None or auth_session.expires_at <= now:
+            raise Unauthorized(INVALID_REFRESH)
+        # Spend the token in one conditional UPDATE, so two racing uses cannot both succeed.
+        spent = session.execute(
+            update(RefreshToken)
+            .where(col(RefreshToken.id) == token.id, col(RefreshToken.rotated_at).is_(None))
+            .values(rotated_at=now)
+        )
+        if spent.rowcount != 1:  # type: ignore[attr-defined]
+            auth_session.revoked_at = now
+            return None
+        auth_session.last_used_at = now
+        auth_session.expires_at = now + timedelta(seconds=settings.REFRESH_TOKEN_EXPIRATION_DELTA)
+        return _tokens(session, user=user, auth_session=auth_session, settings=settings)
 
 
-def revoke_session(session: Session, *, user_id: str, session_id: str) -> None:
+def revoke_session(connection: Connection, *, user_id: str, session_id: str) -> None:
     """End one of the user's live sessions (its refresh token and access tokens die); others' -> NotFound."""
-    revoked = session.execute(
+    revoked = connection.execute(
         update(AuthSession)
         .where(
             col(AuthSession.id) == session_id,
@@ -94,10 +92,8 @@ def revoke_session(session: Session, *, user_id: str, session_id: str) -> None:
         )
         .values(revoked_at=utcnow())
     )
-    if revoked.rowcount != 1:  # type: ignore[attr-defined]
-        session.rollback()
+    if revoked.rowcount != 1:
         raise NotFound(SESSION_NOT_FOUND)
-    session.commit()
 
 
 def session_of_refresh_token(session: Session, *, user_id: str, refresh_token: str) -> str | None:
@@ -109,7 +105,7 @@ def session_of_refresh_token(session: Session, *, user_id: str, refresh_token: s
 
 
 def end_all_sessions(session: Session, *, user: User, now: datetime | None = None) -> None:
-    """Revoke every session and refuse every session-less token issued until now (not committed)."""
+    """Revoke every session and refuse every session-less token issued until now."""
     now = now or utcnow()
     session.execute(
         update(AuthSession)
@@ -128,16 +124,16 @@ def void_reset_tokens(session: Session, *, user: User, now: datetime) -> None:
     )
 
 
-def list_sessions(session: Session, *, user_id: str) -> list[AuthSession]:
-    now = utcnow()
-    return list(
-        session.exec(
-            select(AuthSession)
-            .where(
-                AuthSession.user_id == user_id,
-                col(AuthSession.revoked_at).is_(None),
-                col(AuthSession.expires_at) > now,
-            )
-            .order_by(col(AuthSession.created_at).desc(), col(AuthSession.id))
-        ).all()
-    )
+def list_sessions(connection: Connection, *, user_id: str) -> list[AuthSession]:
+    with orm(connection) as session:
+        return list(
+            session.exec(
+                select(AuthSession)
+                .where(
+                    AuthSession.user_id == user_id,
+                    col(AuthSession.revoked_at).is_(None),
+                    col(AuthSession.expires_at) > utcnow(),
+                )
+                .order_by(col(AuthSession.created_at).desc(), col(AuthSession.id))
+            ).all()
+        )

@@ -36,20 +36,14 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
-from todo_api.db import UTCDateTime, utcnow
-from todo_api.fields import NoNul, NotNull
+from todo_api.db import UTCDateTime, as_utc, utcnow
+from todo_api.fields import NoNul, NotNull, strip_lower
 
 
 class Priority(StrEnum):
     low = "low"
     medium = "medium"
     high = "high"
-
-
-def _as_utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _blank_to_none(value: object) -> object:
@@ -59,7 +53,7 @@ def _blank_to_none(value: object) -> object:
 Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NoNul]
 Description = Annotated[str, StringConstraints(max_length=1000), NoNul]
 Category = Annotated[str, StringConstraints(strip_whitespace=True, max_length=50), NoNul]
-DueDate = Annotated[datetime, AfterValidator(_as_utc)]
+DueDate = Annotated[datetime, AfterValidator(as_utc)]
 """Naive datetimes are taken as UTC; everything is stored and returned in UTC."""
 
 
@@ -89,8 +83,9 @@ class TaskCompletion(SQLModel):
     completed: bool | None = None
 
 
-LIVE = text("trashed_at IS NULL")
-TRASHED = text("trashed_at IS NOT NULL")
+# The partial indexes' predicates, as literal DDL (the queries' own conditions are in tasks/queries.py).
+_LIVE_ROWS = text("trashed_at IS NULL")
+_TRASHED_ROWS = text("trashed_at IS NOT NULL")
 PRIORITY_RANK: ColumnClause[int] = literal_column(
     "CASE priority WHEN 'high' THEN 3 WHEN 'medium' THEN 2 ELSE 1 END", Integer()
 )
@@ -106,7 +101,7 @@ def _trigram_index(column: str) -> Index:
 
 class Task(SQLModel, table=True):
     __tablename__ = "tasks"
-    # Kept in step with the migrations (alembic/versions). Most indexes are partial over the live tasks
+    # Kept in step with the migrations (src/todo_api/migrations/versions). Most indexes are partial over the live tasks
     # (trashed_at IS NULL): every list and count of live tasks then reads the index alone.
     __table_args__ = (
         CheckConstraint("priority IN ('low', 'medium', 'high')", name="priority"),
@@ -115,8 +110,8 @@ class Task(SQLModel, table=True):
             "user_id",
             "created_at",
             "id",
-            postgresql_where=LIVE,
-            sqlite_where=LIVE,
+            postgresql_where=_LIVE_ROWS,
+            sqlite_where=_LIVE_ROWS,
         ),
         # Sync (`updated_since`, which includes the trash), sort by updated_at, and every lookup by user_id.
         Index("ix_tasks_user_id_updated_at", "user_id", "updated_at", "id"),
@@ -126,8 +121,8 @@ class Task(SQLModel, table=True):
             "user_id",
             "due_date",
             "id",
-            postgresql_where=LIVE,
-            sqlite_where=LIVE,
+            postgresql_where=_LIVE_ROWS,
+            sqlite_where=_LIVE_ROWS,
         ),
         # PostgreSQL sorts NULLs highest, so latest first with undated tasks last needs its own order.
         Index(
@@ -135,7 +130,7 @@ class Task(SQLModel, table=True):
             "user_id",
             text("due_date DESC NULLS LAST"),
             text("id DESC"),
-            postgresql_where=LIVE,
+            postgresql_where=_LIVE_ROWS,
         ).ddl_if(dialect="postgresql"),
         # Completed date, earliest first and open tasks last (on SQLite also latest first), and latest first on
         # PostgreSQL, as for the due date.
@@ -144,23 +139,23 @@ class Task(SQLModel, table=True):
             "user_id",
             "completed_at",
             "id",
-            postgresql_where=LIVE,
-            sqlite_where=LIVE,
+            postgresql_where=_LIVE_ROWS,
+            sqlite_where=_LIVE_ROWS,
         ),
         Index(
             "ix_tasks_live_user_id_completed_at_desc",
             "user_id",
             text("completed_at DESC NULLS LAST"),
             text("id DESC"),
-            postgresql_where=LIVE,
+            postgresql_where=_LIVE_ROWS,
         ).ddl_if(dialect="postgresql"),
         Index(
             "ix_tasks_live_user_id_priority_rank",
             "user_id",
             PRIORITY_RANK,
             "id",
-            postgresql_where=LIVE,
-            sqlite_where=LIVE,
+            postgresql_where=_LIVE_ROWS,
+            sqlite_where=_LIVE_ROWS,
         ),
         # Sort by title, ignoring case (either direction).
         Index(
@@ -168,8 +163,8 @@ class Task(SQLModel, table=True):
             "user_id",
             text("lower(title)"),
             "id",
-            postgresql_where=LIVE,
-            sqlite_where=LIVE,
+            postgresql_where=_LIVE_ROWS,
+            sqlite_where=_LIVE_ROWS,
         ),
         # Pending tasks by due date: overdue, due today.
         Index(
@@ -177,8 +172,8 @@ class Task(SQLModel, table=True):
             "user_id",
             "completed",
             "due_date",
-            postgresql_where=LIVE,
-            sqlite_where=LIVE,
+            postgresql_where=_LIVE_ROWS,
+            sqlite_where=_LIVE_ROWS,
         ),
         # The category filter (case-insensitive), with status and priority; also gives the planner statistics
         # on lower(category).
@@ -188,16 +183,16 @@ class Task(SQLModel, table=True):
             text("lower(category)"),
             "completed",
             "priority",
-            postgresql_where=LIVE,
-            sqlite_where=LIVE,
+            postgresql_where=_LIVE_ROWS,
+            sqlite_where=_LIVE_ROWS,
         ),
         # The trash listing and purge-trash: only trashed rows.
         Index(
             "ix_tasks_trashed_user_id",
             "user_id",
             "trashed_at",
-            postgresql_where=TRASHED,
-            sqlite_where=TRASHED,
+            postgresql_where=_TRASHED_ROWS,
+            sqlite_where=_TRASHED_ROWS,
         ),
         # `search`: title and description in lower case, computed by the database (stored; the migration makes
         # them computed on read on SQLite, which cannot add a stored column to a table), so that
@@ -246,6 +241,14 @@ class TaskCount(SQLModel, table=True):
     n: int
 
 
+TaskStatus = Literal["pending", "completed"]
+
+
+def task_status(completed: bool) -> TaskStatus:
+    """A task's `status`, derived from `completed` (the seeds' frontends read either)."""
+    return "completed" if completed else "pending"
+
+
 class TaskPublic(SQLModel):
     id: int
     user_id: str
@@ -263,8 +266,8 @@ class TaskPublic(SQLModel):
 
     @computed_field  # type: ignore[prop-decorator]
     @property
-    def status(self) -> Literal["pending", "completed"]:
-        return "completed" if self.completed else "pending"
+    def status(self) -> TaskStatus:
+        return task_status(self.completed)
 
 
 # --- Listing, statistics and bulk requests ---
@@ -327,10 +330,6 @@ def _sort_field(value: object) -> object:
     return value
 
 
-def _lower(value: object) -> object:
-    return value.strip().lower() if isinstance(value, str) else value
-
-
 def _split_priorities(value: object) -> object:
     # `priority=low,high` and `priority=low&priority=high` alike.
     if isinstance(value, str):
@@ -344,7 +343,7 @@ class TaskQuery(BaseModel):
     """`GET /api/{user_id}/tasks` query parameters. An empty value is the same as leaving one out."""
 
     tz: TimeZoneName = QueryField(default="UTC", description="IANA time zone of date-only values")
-    status: Annotated[Literal["pending", "completed", "all"] | None, BeforeValidator(_lower)] = None
+    status: Annotated[Literal["pending", "completed", "all"] | None, BeforeValidator(strip_lower)] = None
     completed: bool | None = QueryField(default=None, description="Same as status=completed / pending")
     priority: Annotated[list[Priority], BeforeValidator(_split_priorities)] = QueryField(
         default=[], description="Any of these; comma-separated or repeated"
@@ -365,7 +364,7 @@ class TaskQuery(BaseModel):
     sort_by: Annotated[SortField, BeforeValidator(_sort_field)] = QueryField(
         default="created_at", description="Also in camelCase (dueDate); empty values sort last"
     )
-    sort_order: Annotated[Literal["asc", "desc"], BeforeValidator(_lower)] = "desc"
+    sort_order: Annotated[Literal["asc", "desc"], BeforeValidator(strip_lower)] = "desc"
     limit: int = QueryField(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
     offset: int = QueryField(default=0, ge=0, le=MAX_OFFSET)
 

@@ -1,4 +1,7 @@
-"""Alembic environment: the URL comes from the caller or DATABASE_URL; the schema from todo_api.models."""
+"""Alembic environment: the URL comes from the caller or DATABASE_URL; the schema from todo_api.models.
+
+Run by `todo_api.migrations` (configured in code) or by the `alembic` command through the repository's alembic.ini.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import todo_api.models  # noqa: F401  (registers every table on SQLModel.metadat
 from todo_api.config import get_settings, normalize_database_url
 
 config = context.config
-if config.config_file_name and config.attributes.get("configure_logger", True):
+if config.config_file_name:  # the `alembic` command: its ini file configures logging; the app configures its own
     fileConfig(config.config_file_name)
 
 target_metadata = SQLModel.metadata

@@ -6,6 +6,7 @@ Create Date: 2026-11-21
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -102,7 +103,7 @@ def upgrade() -> None:
 
     # The initial index covered trashed rows too; the live listing now reads a partial index.
     op.drop_index("ix_tasks_user_id_created_at", table_name="tasks")
-    live = {"postgresql_where": LIVE, "sqlite_where": LIVE}
+    live: dict[str, Any] = {"postgresql_where": LIVE, "sqlite_where": LIVE}
     op.create_index("ix_tasks_live_user_id_created_at", "tasks", ["user_id", "created_at", "id"], **live)
     op.create_index("ix_tasks_user_id_updated_at", "tasks", ["user_id", "updated_at", "id"])
     op.create_index("ix_tasks_live_user_id_due_date", "tasks", ["user_id", "due_date", "id"], **live)

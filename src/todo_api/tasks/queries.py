@@ -1,0 +1,261 @@
+"""Every SQL statement over tasks, each built once per query shape with named bind parameters, and each scoped to
+one owner (`:owner_id`) and run through `OwnerScope.rows` (`Scoped`: it also proves the caller's session).
+
+Why built once: building a statement and walking its cache key cost SQLAlchemy as much CPU as executing it, so a
+statement is a module constant, or comes from an `lru_cache` builder keyed by its shape (which filters, which sort,
+which columns change). Core columns, not ORM attributes, and plain rows, not ORM objects: loading one task as an
+entity costs more than its query. Rows carry `PUBLIC_COLUMNS`, in TaskPublic's field order (`responses.task_json`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, and_, bindparam, case, delete, func, or_
+from sqlalchemy import select as sa_select
+from sqlalchemy.sql.expression import ColumnCollection
+
+from todo_api.auth.principal import Scoped, scoped, scoped_insert
+from todo_api.db import UTCDateTime, table
+from todo_api.tasks.models import PRIORITY_RANK, BulkAction, SortField, Task, TaskCount, TaskPublic
+
+# ruff: noqa: E712  (`completed == False`, as the partial indexes are written: PostgreSQL does not index IS FALSE)
+
+TASKS = table(Task)
+COUNTS = table(TaskCount)
+LIVE = TASKS.c.trashed_at.is_(None)
+TRASHED = TASKS.c.trashed_at.is_not(None)
+OWNED = TASKS.c.user_id == bindparam("owner_id")
+PUBLIC_COLUMNS = tuple(TASKS.c[name] for name in TaskPublic.model_fields)
+State = Literal["live", "trashed", "any"]
+_STATES: dict[State, tuple[ColumnElement[bool], ...]] = {"live": (LIVE,), "trashed": (TRASHED,), "any": ()}
+_ONE = TASKS.c.id == bindparam("task_id")
+_VERSION_MATCHES = TASKS.c.version.in_(bindparam("versions", expanding=True))
+_SELECT_PUBLIC = sa_select(*PUBLIC_COLUMNS)
+_NOW = bindparam("now", type_=UTCDateTime())
+
+# --- One task ---
+
+_FIND: dict[State, Scoped] = {
+    state: scoped(_SELECT_PUBLIC.where(_ONE, OWNED, *conditions)) for state, conditions in _STATES.items()
+}
+
+
+def find_task(state: State) -> Scoped:
+    """The task `:task_id` of the owner's, in that state."""
+    return _FIND[state]
+
+
+# A new task: INSERT ... SELECT of its values (checked: only while the caller's session is live). The values are bind
+# parameters named after their columns (the owner's is `:owner_id`); the database computes the generated columns.
+INSERTED_COLUMNS = tuple(column for column in TASKS.c if column.name != "id" and column.computed is None)
+INSERT_TASK: Scoped = scoped_insert(
+    TASKS,
+    sa_select(
+        *(
+            bindparam("owner_id" if column.name == "user_id" else column.name, type_=column.type).label(column.name)
+            for column in INSERTED_COLUMNS
+        )
+    ),
+    returning=PUBLIC_COLUMNS,
+)
+
+# What a change may set, as `new_<column>` parameters (a parameter may not share its column's name in a SET clause).
+CHANGEABLE = ("title", "description", "priority", "category", "due_date", "trashed_at")
+_COMPLETION: dict[str, dict[str, Any]] = {
+    # Set `completed`; `completed_at` changes only when the state does.
+    "completed": {
+        "completed": bindparam("new_completed"),
+        "completed_at": case(
+            (TASKS.c.completed == bindparam("new_completed"), TASKS.c.completed_at),
+            else_=bindparam("new_completed_at", type_=UTCDateTime()),
+        ),
+    },
+    "toggle": {
+        "completed": ~TASKS.c.completed,
+        "completed_at": case((TASKS.c.completed, None), else_=_NOW),
+    },
+}
+Completion = Literal["completed", "toggle"] | None
+
+
+@lru_cache(maxsize=256)
+def update_task(state: State, changes: tuple[str, ...], completion: Completion, *, conditional: bool) -> Scoped:
+    """`UPDATE` of task `:task_id` in `state`: the `changes` (of `CHANGEABLE`), the completion, version + 1 and
+    `updated_at = :now`, RETURNING the public columns. `conditional`: only at one of `:versions` (`If-Match`), in the
+    same statement, so of two writers sending the same `If-Match` only one can match."""
+    values: dict[str, Any] = {name: bindparam(f"new_{name}", type_=TASKS.c[name].type) for name in changes}
+    if completion is not None:
+        values.update(_COMPLETION[completion])
+    conditions = [_ONE, OWNED, *_STATES[state]]
+    if conditional:
+        conditions.append(_VERSION_MATCHES)
+    statement = (
+        TASKS.update()
+        .where(*conditions)
+        .values(**values, version=TASKS.c.version + 1, updated_at=_NOW)
+        .returning(*PUBLIC_COLUMNS)
+    )
+    return scoped(statement)
+
+
+@lru_cache(maxsize=2)
+def delete_task(*, conditional: bool) -> Scoped:
+    """Delete task `:task_id` for good, live or trashed (`conditional`: only at one of `:versions`)."""
+    conditions = [_ONE, OWNED, _VERSION_MATCHES] if conditional else [_ONE, OWNED]
+    return scoped(delete(TASKS).where(*conditions).returning(TASKS.c.id))
+
+
+def _bulk(criteria: tuple[ColumnElement[bool], ...], values: dict[str, Any]) -> Scoped:
+    return scoped(
+        TASKS.update()
+        .where(OWNED, TASKS.c.id.in_(bindparam("ids", expanding=True)), *criteria)
+        .values(**values, version=TASKS.c.version + 1, updated_at=_NOW)
+        .returning(TASKS.c.id)
+    )
+
+
+BULK: dict[BulkAction, Scoped] = {
+    BulkAction.complete: _bulk((LIVE, TASKS.c.completed == False), {"completed": True, "completed_at": _NOW}),
+    BulkAction.reopen: _bulk((LIVE, TASKS.c.completed == True), {"completed": False, "completed_at": None}),
+    BulkAction.delete: _bulk((LIVE,), {"trashed_at": _NOW}),
+    BulkAction.restore: _bulk((TRASHED,), {"trashed_at": None}),
+}
+"""Apply an action to the owner's tasks among `:ids` that it changes; RETURNING their ids."""
+
+# --- Lists ---
+
+_SORT_COLUMNS: dict[str, Any] = {
+    "created_at": TASKS.c.created_at,
+    "updated_at": TASKS.c.updated_at,
+    "due_date": TASKS.c.due_date,
+    "priority": PRIORITY_RANK,
+    "title": func.lower(TASKS.c.title),
+    "completed_at": TASKS.c.completed_at,
+}
+_NULLABLE_SORTS = {"due_date", "completed_at"}
+
+
+def _ordering(sort_by: SortField, *, descending: bool, nulls_last: bool = True) -> list[ColumnElement[Any]]:
+    """The sort key, then id in the same direction (so pages are stable). Nulls sort last in both directions;
+    NULLS LAST (SQL standard, PostgreSQL and SQLite >= 3.30) lets PostgreSQL walk an index for it."""
+    column = _SORT_COLUMNS[sort_by]
+    key = column.desc() if descending else column.asc()
+    if sort_by in _NULLABLE_SORTS:
+        key = key.nulls_last() if nulls_last else key.nulls_first()
+    return [key, TASKS.c.id.desc() if descending else TASKS.c.id.asc()]
+
+
+def _bucket_filters(columns: ColumnCollection[str, Any]) -> dict[str, ColumnElement[bool]]:
+    """The filters the per-user counts can answer as well as the tasks (`columns` of either table): completion,
+    priority and category."""
+    return {
+        "completed": columns.completed == bindparam("completed"),
+        "priority": columns.priority.in_(bindparam("priorities", expanding=True)),
+        "category": func.lower(columns.category) == func.lower(bindparam("category")),
+    }
+
+
+_COUNT_FILTERS = _bucket_filters(COUNTS.c)
+_SEARCH_PATTERN = func.lower(bindparam("pattern"))
+FILTERS: dict[str, ColumnElement[bool]] = {
+    "trashed": TRASHED,
+    "live": LIVE,
+    "updated_since": TASKS.c.updated_at >= bindparam("updated_since"),
+    **_bucket_filters(TASKS.c),
+    "overdue": and_(TASKS.c.completed == False, TASKS.c.due_date < bindparam("now")),
+    "not_overdue": or_(TASKS.c.completed == True, TASKS.c.due_date.is_(None), TASKS.c.due_date >= bindparam("now")),
+    "due_after": TASKS.c.due_date >= bindparam("due_after"),
+    "due_before": TASKS.c.due_date < bindparam("due_before"),
+    # Case-insensitive as ILIKE is (PostgreSQL's lower() on both sides: any letter; SQLite's: ASCII), on the
+    # lower-cased copies the database keeps: no row is lower-cased at search time. PostgreSQL serves it from their
+    # trigram indexes.
+    "search": or_(
+        TASKS.c.title_lower.like(_SEARCH_PATTERN, escape="\\"),
+        TASKS.c.description_lower.like(_SEARCH_PATTERN, escape="\\"),
+    ),
+}
+"""The list filters by name; a list request's shape is the tuple of the names it uses."""
+COUNTED_FILTERS = frozenset({"trashed", "live", *_COUNT_FILTERS})
+"""Filters that task_counts can answer (a total over a few rows instead of counting the matching tasks)."""
+
+
+@lru_cache(maxsize=512)
+def page(filters: tuple[str, ...], sort_by: SortField, descending: bool, *, from_end: bool) -> Scoped:
+    """A page (`:offset`, `:limit`) of the owner's tasks matching `filters`: the page's ids first (from an index
+    alone when the filters allow), then only those rows, in order; with `from_end`, the ids are walked from the
+    other end (a deep page) and put back in order. The ids are the owner's already; scoping the outer query again
+    only tempts SQLite into the wrong index."""
+    order = _ordering(sort_by, descending=descending)
+    inner_order = _ordering(sort_by, descending=not descending, nulls_last=False) if from_end else order
+    page_ids = (
+        sa_select(TASKS.c.id)
+        .where(OWNED, *(FILTERS[name] for name in filters))
+        .order_by(*inner_order)
+        .offset(bindparam("offset"))
+        .limit(bindparam("limit"))
+    )
+    return scoped(_SELECT_PUBLIC.where(TASKS.c.id.in_(page_ids)).order_by(*order))
+
+
+@lru_cache(maxsize=256)
+def total(filters: tuple[str, ...]) -> Scoped:
+    """How many of the owner's tasks match `filters`; no row when none do (so that `OwnerScope.rows` proves the
+    caller then). From task_counts when it can answer (`:trashed` names its bucket)."""
+    if COUNTED_FILTERS.issuperset(filters):
+        buckets = (_COUNT_FILTERS[name] for name in filters if name in _COUNT_FILTERS)
+        return scoped(
+            sa_select(func.sum(COUNTS.c.n))
+            .where(COUNTS.c.user_id == bindparam("owner_id"), COUNTS.c.trashed == bindparam("trashed"), *buckets)
+            .group_by(COUNTS.c.user_id)
+        )
+    return scoped(sa_select(func.count()).where(OWNED, *(FILTERS[name] for name in filters)).group_by(TASKS.c.user_id))
+
+
+# --- Statistics ---
+
+
+def _total_if(condition: ColumnElement[bool]) -> ColumnElement[int]:
+    return func.sum(case((condition, COUNTS.c.n), else_=0))
+
+
+STATS_BY_CATEGORY: Scoped = scoped(
+    sa_select(
+        COUNTS.c.category,
+        func.sum(COUNTS.c.n),
+        _total_if(COUNTS.c.completed == True),
+        _total_if(COUNTS.c.priority == "low"),
+        _total_if(COUNTS.c.priority == "medium"),
+        _total_if(COUNTS.c.priority == "high"),
+    )
+    .where(COUNTS.c.user_id == bindparam("owner_id"), COUNTS.c.trashed == False)
+    .group_by(COUNTS.c.category)
+    .having(func.sum(COUNTS.c.n) > 0)
+    .order_by(COUNTS.c.category)
+)
+"""The live tasks per category: total, completed, low, medium, high (task_counts: a few rows per user)."""
+
+_PENDING = (OWNED, LIVE, TASKS.c.completed == False)
+STATS_DUE: Scoped = scoped(
+    sa_select(
+        sa_select(func.count()).where(*_PENDING, TASKS.c.due_date < bindparam("now")).scalar_subquery(),
+        sa_select(func.count())
+        .where(*_PENDING, TASKS.c.due_date >= bindparam("today"), TASKS.c.due_date < bindparam("tomorrow"))
+        .scalar_subquery(),
+    )
+)
+"""Pending tasks overdue, and due in [`:today`, `:tomorrow`): two index ranges in one statement (a CASE per row over
+one range took twice as long)."""
+
+# --- Maintenance (every user's rows: not a request's) ---
+
+PURGE_TRASH = delete(TASKS).where(
+    TASKS.c.id.in_(
+        sa_select(TASKS.c.id)
+        .where(TRASHED, TASKS.c.trashed_at < bindparam("older_than", type_=UTCDateTime()))
+        .order_by(TASKS.c.id)
+        .limit(bindparam("batch_size"))
+    )
+)
+"""Delete up to `:batch_size` tasks trashed before `:older_than`, of any user (`todo-api purge-trash`)."""
