@@ -1,7 +1,8 @@
 """The service's load benchmark: serve it on a private PostgreSQL database, drive each case with wrk, print one table.
 
 With one worker, the reference app (bench/reference_app.py: the request path of fastapi/full-stack-fastapi-template's
-backend) is measured in the same run, on its own private database, for the cases it has.
+backend) is measured in the same run, on its own private database, for the cases it has. With --baseline <git-ref>,
+that commit of the service is exported outside the repository and measured in turns with ours (an A/B in one run).
 Run it with `./dev bench` (options: `./dev bench --help`). What every figure means: bench/README.md.
 """
 
@@ -176,10 +177,13 @@ def ensure_wrk() -> str:
 
 
 @contextmanager
-def private_database(admin_url: str, *, migrate: bool = True) -> Iterator[tuple[str, Callable[[], list[int]]]]:
+def private_database(
+    admin_url: str, *, migrate: bool = True, kind: str = ""
+) -> Iterator[tuple[str, Callable[[], list[int]]]]:
     """A fresh PostgreSQL database (dropped afterwards) and a function listing its backends' pids.
 
-    migrate: bring it to the service's schema (False: leave it empty, for the reference app).
+    migrate: bring it to the working tree's schema (False: leave it empty, for the reference app, and for the
+    baseline, which its own `serve` migrates). kind: part of the name (todo_bench_<kind>_<random>).
     """
     from todo_api.config import normalize_database_url
     from todo_api.migrations import upgrade
@@ -187,7 +191,7 @@ def private_database(admin_url: str, *, migrate: bool = True) -> Iterator[tuple[
     admin_address = make_url(normalize_database_url(admin_url))
     if admin_address.get_backend_name() != "postgresql":
         raise BenchError("--database-url must be a postgresql:// URL (the benchmark measures PostgreSQL)")
-    name = f"todo_bench_{'' if migrate else 'reference_'}{uuid.uuid4().hex[:12]}"
+    name = f"todo_bench_{kind + '_' if kind else ''}{uuid.uuid4().hex[:12]}"
     admin = create_engine(admin_address, isolation_level="AUTOCOMMIT", pool_size=1)
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
@@ -240,9 +244,11 @@ class Server:
         return pids[1:] if self.workers > 1 else pids
 
 
-@contextmanager
-def serve(database_url: str, *, workers: int, secret: str, rounds: int | None, scratch: Path) -> Iterator[Server]:
-    port = _free_port()
+def service_env(
+    database_url: str, *, secret: str, rounds: int | None, port: int, pythonpath: Path | None = None
+) -> dict[str, str]:
+    """The service's environment. pythonpath: put first on PYTHONPATH (the baseline's src/, so that its todo_api
+    is imported, ahead of the working tree's editable install, whose .pth entry comes after site-packages)."""
     env = {
         **os.environ,
         "DATABASE_URL": database_url,
@@ -256,8 +262,27 @@ def serve(database_url: str, *, workers: int, secret: str, rounds: int | None, s
     }
     if rounds is not None:
         env["BCRYPT_ROUNDS"] = str(rounds)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(pythonpath), os.environ.get("PYTHONPATH")]))
+    return env
+
+
+@contextmanager
+def serve(
+    database_url: str,
+    *,
+    workers: int,
+    secret: str,
+    rounds: int | None,
+    scratch: Path,
+    pythonpath: Path | None = None,
+    log_name: str = "server",
+) -> Iterator[Server]:
+    """`python -m todo_api serve` (it migrates the database first), with scratch as its working directory."""
+    port = _free_port()
+    env = service_env(database_url, secret=secret, rounds=rounds, port=port, pythonpath=pythonpath)
     command = [sys.executable, "-m", "todo_api", "serve", "--port", str(port), "--workers", str(workers)]
-    with _spawn(command, env, scratch, f"server-{workers}w.log", port, workers) as server:
+    with _spawn(command, env, scratch, f"{log_name}-{workers}w.log", port, workers) as server:
         yield server
 
 
@@ -371,6 +396,131 @@ def _request(
             return response.status, json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode(errors="replace")
+
+
+# ---------------------------------------------------------------------------------------------- the baseline
+
+# The cases measured for the baseline too, in turns with ours (login and flood, when selected, run for ours only).
+BASELINE_CASES = ("health", "get", "list", "create", "list256")
+# What the change being measured must keep: ours / baseline per app CPU-second (and list256: no error, no stall).
+AB_TARGET_RATIO = {"get": 0.95, "list": 0.95, "create": 0.95}
+
+# Run in the environment a server gets: which todo_api it imports, and from where every module of it comes.
+IMPORT_CHECK = r"""
+import importlib, json, sys
+import todo_api
+try:
+    importlib.import_module("todo_api.cli")  # what `python -m todo_api serve` runs (most of the package)
+except ModuleNotFoundError:
+    pass
+files = sorted({m.__file__ for n, m in list(sys.modules.items())
+                if n.split(".")[0] == "todo_api" and getattr(m, "__file__", None)})
+print(json.dumps({"file": todo_api.__file__, "files": files}))
+"""
+
+
+@dataclass
+class Export:
+    """A commit of the service, exported outside the repository and served from there (--baseline, --ours)."""
+
+    name: str  # "baseline" or "ours"
+    ref: str
+    commit: str
+    tree: Path  # `git archive <commit>`, unpacked; its src/ goes first on its servers' PYTHONPATH
+    cwd: Path  # its servers' scratch working directory
+    module_file: str = ""  # todo_api.__file__ as its environment imports it (checked)
+
+    @property
+    def src(self) -> Path:
+        return self.tree / "src"
+
+
+def _git(*args: str) -> str | None:
+    """A read-only git command in the repository: its stdout, or None if it failed."""
+    try:
+        done = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    except OSError:
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def export_commit(name: str, ref: str, into: Path) -> Export:
+    """The commit's tree, `git archive`d and unpacked into `into` (outside the repository; git's state is untouched).
+
+    Its own alembic.ini and migrations come with it, wherever that version keeps them (next to src/, or inside the
+    package): its own `migrate` and `serve` find them there.
+    """
+    if into.resolve().is_relative_to(ROOT.resolve()):
+        raise BenchError(f"--{name} must be exported outside the repository, not into {into}")
+    commit = _git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+    if not commit:
+        raise BenchError(f"--{name} {ref}: not a commit of this repository")
+    archive, tree, cwd = into / "export.tar", into / f"tree-{commit[:12]}", into / "cwd"
+    tree.mkdir()
+    cwd.mkdir()
+    for command in (
+        ["git", "archive", "--format=tar", f"--output={archive}", commit],
+        ["tar", "-x", "-f", str(archive), "-C", str(tree)],
+    ):
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
+        if done.returncode != 0:
+            raise BenchError(f"`{' '.join(command)}` failed ({done.returncode}): {done.stderr.strip()}")
+    archive.unlink()
+    if not (tree / "src" / "todo_api" / "__init__.py").is_file():
+        raise BenchError(f"--{name} {ref} ({commit[:12]}) has no src/todo_api package")
+    return Export(name, ref, commit, tree, cwd)
+
+
+def imported_todo_api(env: dict[str, str], cwd: Path) -> tuple[str, list[str]]:
+    """(todo_api.__file__, the files of every todo_api module it loads) in that environment, from that cwd."""
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORT_CHECK], env=env, cwd=cwd, capture_output=True, text=True, timeout=120, check=False
+    )
+    if done.returncode != 0:
+        raise BenchError(f"importing todo_api failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    found = json.loads(done.stdout.splitlines()[-1])
+    return found["file"], found["files"]
+
+
+def prepare_export(export: Export, env: dict[str, str]) -> None:
+    """Check that its environment imports the exported todo_api (every module of it, none of the working tree's),
+    then migrate its database with its own `python -m todo_api migrate` (its `serve` would too; done first, a
+    failure shows as such, not as a server that died)."""
+    file, files = imported_todo_api(env, export.cwd)
+    src = export.src.resolve()
+    strays = [path for path in [file, *files] if not Path(path).resolve().is_relative_to(src)]
+    if strays:
+        raise BenchError(f"--{export.name}'s environment imports todo_api from outside {src}: {', '.join(strays)}")
+    export.module_file = file
+    done = subprocess.run(
+        [sys.executable, "-m", "todo_api", "migrate"],
+        env=env,
+        cwd=export.cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise BenchError(f"migrating --{export.name}'s database failed ({done.returncode}):\n{done.stderr[-3000:]}")
+
+
+def check_export_server(server: Server, export: Export) -> None:
+    """Each process serving the export runs from its scratch cwd with its src/ first on PYTHONPATH.
+
+    With the same interpreter, that is the environment prepare_export saw import the export's code.
+    """
+    for pid in server.pids():
+        try:
+            cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue  # gone meanwhile
+        pythonpath = next(
+            (item[len(b"PYTHONPATH=") :].decode() for item in environ if item.startswith(b"PYTHONPATH=")), ""
+        )
+        if cwd != export.cwd.resolve() or pythonpath.split(os.pathsep)[0] != str(export.src):
+            raise BenchError(f"process {pid} serving --{export.name} runs from {cwd} with PYTHONPATH={pythonpath!r}")
 
 
 # ---------------------------------------------------------------------------------------------- data, through the API
@@ -649,11 +799,16 @@ class CaseResult:
 
 
 @dataclass
-class Reference:
-    """The reference app's server (a Bench of its own) and its counterpart of each case it is measured for."""
+class Peer:
+    """Another server measured in turns with ours (a Bench of its own): the reference app, or the baseline.
+
+    loads: its counterpart of each case; cases: those it is measured for (list256 uses its "list" load).
+    """
 
     bench: Bench
     loads: dict[str, Load]
+    cases: list[str]
+    label: str  # for the progress lines
 
 
 def _median_run(runs: list[Measure]) -> tuple[Measure, list[float]]:
@@ -666,11 +821,31 @@ def _median_run(runs: list[Measure]) -> tuple[Measure, list[float]]:
     return runs[len(runs) // 2], [round(run.per_app_cpu_s or 0, 1) for run in runs]
 
 
-def run_cases(
-    bench: Bench, fixtures: Fixtures, cases: list[str], rounds: int, reference: Reference | None = None
-) -> list[CaseResult]:
+def _side(runs: list[Measure]) -> dict[str, Any]:
+    """One server's part of an A/B case: its median run (per app CPU-second), the spread, and all runs' errors."""
+    median, spread = _median_run(runs)
+    return {
+        "measure": asdict(median),
+        "per_app_cpu_s_runs": spread,
+        # non-2xx, socket errors, timeouts, and runs whose probe got no answer: summed over every run
+        "non_2xx": sum(run.non_2xx for run in runs),
+        "socket_errors": sum(run.socket_errors for run in runs),
+        "timeouts": sum(run.timeouts for run in runs),
+        "stalled": sum(run.probe_ms is None for run in runs),
+    }
+
+
+def _ab(ours: list[Measure], baseline: list[Measure]) -> dict[str, Any]:
+    """Ours and the baseline, measured in turns: each side's figures and ours / baseline per app CPU-second."""
+    mine, theirs = _side(ours), _side(baseline)
+    per_cpu, base_per_cpu = mine["measure"]["per_app_cpu_s"], theirs["measure"]["per_app_cpu_s"]
+    return {"ours": mine, "baseline": theirs, "ratio": per_cpu / base_per_cpu if per_cpu and base_per_cpu else None}
+
+
+def service_loads(fixtures: Fixtures) -> dict[str, Load]:
+    """The service's request of each case but flood and list256 (built from the list and the get), on its data."""
     reader, writer = fixtures.reader, fixtures.writer
-    loads = {
+    return {
         "health": Load("/health"),
         "get": Load(f"/api/{reader.id}/tasks/{fixtures.task_id}", token=reader.token),
         "list": Load(f"/api/{reader.id}/tasks", token=reader.token),
@@ -690,17 +865,35 @@ def run_cases(
             timeout=LOGIN_TIMEOUT_SECONDS,
         ),
     }
+
+
+def run_cases(
+    bench: Bench,
+    fixtures: Fixtures,
+    cases: list[str],
+    rounds: int,
+    reference: Peer | None = None,
+    baseline: Peer | None = None,
+) -> list[CaseResult]:
+    reader = fixtures.reader
+    loads = service_loads(fixtures)
     workers = bench.server.workers
     results: dict[str, CaseResult] = {}
 
     def simple(case: str, load: Load, seconds: float | None = None, repeat: int = 1) -> CaseResult:
         print(f"bench: {workers} worker(s): {CASE_HELP.get(case, case)} ...", flush=True)
-        # Ours, and the reference app when it has this case: both checked and warmed, then measured in turns
-        # (ours, reference, ours, ...), so that what the rest of the machine does meanwhile hits both alike.
+        # Ours, and the baseline and the reference app when they have this case: each checked and warmed, then
+        # measured in turns (ours, baseline, reference, ours, ...), so that what the rest of the machine does
+        # meanwhile hits them alike.
         apps = [(bench, load)]
-        if reference is not None and case in reference.loads:
-            print(f"bench: {workers} worker(s): ... and the reference app, in turns", flush=True)
-            apps.append((reference.bench, reference.loads[case]))
+        peers = {
+            name: peer
+            for name, peer in (("baseline", baseline), ("reference", reference))
+            if peer is not None and case in peer.cases
+        }
+        for peer in peers.values():
+            print(f"bench: {workers} worker(s): ... and {peer.label}, in turns", flush=True)
+            apps.append((peer.bench, peer.loads[case]))
         for app_bench, app_load in apps:
             app_bench.check(app_load)
             app_bench.warm(app_load)
@@ -713,8 +906,11 @@ def run_cases(
         result = CaseResult(case, workers, median)
         if repeat > 1:
             result.extra["per_app_cpu_s_runs"] = spread
-        if len(apps) > 1:
-            ref_median, ref_spread = _median_run(runs[1])
+        peer_runs = dict(zip(peers, runs[1:], strict=True))
+        if "baseline" in peer_runs:
+            result.extra["baseline"] = _ab(runs[0], peer_runs["baseline"])
+        if "reference" in peer_runs:
+            ref_median, ref_spread = _median_run(peer_runs["reference"])
             result.extra["reference"] = {
                 "measure": asdict(ref_median),
                 "per_app_cpu_s_runs": ref_spread if repeat > 1 else None,
@@ -781,15 +977,24 @@ def run_cases(
             # 16 and 256 connections measured in turns (16, 256, 16, ...), as ours and the reference are: the
             # machine's speed drifts over minutes, so the ratio is read from runs taken side by side, not against
             # the list case measured before the logins.
-            narrow = loads["list"]
-            wide = Load(narrow.path, token=reader.token, connections=256)
-            bench.warm(wide)
-            narrow_runs: list[Measure] = []
-            wide_runs: list[Measure] = []
+            # With the baseline: ours at 16 and 256, then the baseline at 16 and 256, and again.
+            sides = [(bench, loads["list"])]
+            if baseline is not None and case in baseline.cases:
+                print(f"bench: {workers} worker(s): ... and {baseline.label}, in turns", flush=True)
+                sides.append((baseline.bench, baseline.loads["list"]))
+            turns: list[tuple[Bench, Load, Load, list[Measure], list[Measure]]] = [
+                (side_bench, narrow, Load(narrow.path, token=narrow.token, connections=256), [], [])
+                for side_bench, narrow in sides
+            ]
+            for side_bench, _, wide, _, _ in turns:
+                side_bench.check(wide)
+                side_bench.warm(wide)
             for _ in range(bench.repeat):
-                for load, load_runs in ((narrow, narrow_runs), (wide, wide_runs)):
-                    load_runs.append(bench.measure(load))
-                    bench.settle()
+                for side_bench, narrow, wide, narrow_runs, wide_runs in turns:
+                    for load, load_runs in ((narrow, narrow_runs), (wide, wide_runs)):
+                        load_runs.append(side_bench.measure(load))
+                        side_bench.settle()
+            _, _, _, narrow_runs, wide_runs = turns[0]
             narrow_rps = sorted(run.rps for run in narrow_runs)[len(narrow_runs) // 2]
             measure = sorted(wide_runs, key=lambda run: run.rps)[len(wide_runs) // 2]
             results[case] = CaseResult(
@@ -805,14 +1010,28 @@ def run_cases(
                     "stalled_256": sum(run.probe_ms is None for run in wide_runs),
                 },
             )
+            if len(turns) > 1:
+                # Per app CPU-second at 256 connections, each side's median run; and each side's 256 / 16 ratio.
+                ab = results[case].extra["baseline"] = _ab(wide_runs, turns[1][4])
+                for side, (*_, side_narrow, side_wide) in zip(("ours", "baseline"), turns, strict=True):
+                    ab[side]["rps_16"] = [round(run.rps, 1) for run in side_narrow]
+                    ab[side]["rps_256"] = [round(run.rps, 1) for run in side_wide]
+                    ab[side]["ratio_256_16"] = statistics.median_high(
+                        run.rps for run in side_wide
+                    ) / statistics.median_high(run.rps for run in side_narrow)
     rss = [mb for pid in bench.server.worker_pids() if (mb := _rss_mb(pid)) is not None]
     ref_rss = (
         [mb for pid in reference.bench.server.worker_pids() if (mb := _rss_mb(pid)) is not None] if reference else []
+    )
+    base_rss = (
+        [mb for pid in baseline.bench.server.worker_pids() if (mb := _rss_mb(pid)) is not None] if baseline else []
     )
     for result in results.values():
         result.extra.setdefault("worker_rss_mb", [round(mb) for mb in rss])
         if "reference" in result.extra:
             result.extra["reference"]["worker_rss_mb"] = [round(mb) for mb in ref_rss]
+        if "baseline" in result.extra:
+            result.extra["baseline"]["baseline"]["worker_rss_mb"] = [round(mb) for mb in base_rss]
     return [results[case] for case in ALL_CASES if case in results]
 
 
@@ -912,14 +1131,7 @@ def table(results: list[CaseResult]) -> str:
                 f"{m.other_cpu_s / (m.seconds * CPUS):.0%}" if m.seconds else "-",
             )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = []
-    for index, row in enumerate(rows):
-        cells = [cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)]
-        lines.append(" | ".join(cells).rstrip())
-        if index == 0:
-            lines.append("-+-".join("-" * width for width in widths))
-    return "\n".join(lines)
+    return _columns(rows)
 
 
 def reference_lines(results: list[CaseResult]) -> list[str]:
@@ -937,6 +1149,65 @@ def reference_lines(results: list[CaseResult]) -> list[str]:
     return lines
 
 
+def _columns(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = []
+    for index, row in enumerate(rows):
+        cells = [cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i]) for i, cell in enumerate(row)]
+        lines.append(" | ".join(cells).rstrip())
+        if index == 0:
+            lines.append("-+-".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
+def ab_table(results: list[CaseResult]) -> str:
+    """Ours against the baseline, both measured in this run in turns: one row per case measured for both."""
+    head = (
+        "case",
+        "W",
+        "ours req/app-CPU-s",
+        "baseline req/app-CPU-s",
+        "ours/baseline",
+        "ours p95 ms",
+        "baseline p95 ms",
+        "ours non2xx/sock/tmo",
+        "baseline non2xx/sock/tmo",
+        "target",
+        "",
+        "others' CPU",
+    )
+    rows: list[tuple[str, ...]] = [head]
+    for result in results:
+        if (ab := result.extra.get("baseline")) is None:
+            continue
+        cells: list[str] = []
+        for side in (ab["ours"], ab["baseline"]):
+            runs = side["per_app_cpu_s_runs"]
+            cells.append(_fmt(side["measure"]["per_app_cpu_s"]) + (_spread(runs) if len(runs) > 1 else ""))
+        ratio = ab["ratio"]
+        cells.append(f"{ratio:.3f}x" if ratio is not None else "-")
+        cells.extend(_fmt(side["measure"]["p95_ms"], 1) for side in (ab["ours"], ab["baseline"]))
+        for side in (ab["ours"], ab["baseline"]):
+            stalled = f" STALLED x{side['stalled']}" if side["stalled"] else ""
+            cells.append(f"{side['non_2xx']}/{side['socket_errors']}/{side['timeouts']}{stalled}")
+        ours = ab["ours"]
+        clean = ours["non_2xx"] + ours["socket_errors"] + ours["timeouts"] + ours["stalled"] == 0
+        target, verdict = "-", ""
+        if goal := AB_TARGET_RATIO.get(result.case):
+            target = f">= {goal:.2f}x"
+            verdict = "ok" if ratio is not None and ratio >= goal and clean else "MISS"
+        elif result.case == "list256":
+            target = "0 err, no stall"
+            verdict = "ok" if clean else "MISS"
+        label = "list at 256 connections" if result.case == "list256" else CASE_HELP[result.case].split(" (")[0]
+        others = "/".join(
+            f"{m['other_cpu_s'] / (m['seconds'] * CPUS):.0%}" if m["seconds"] else "-"
+            for m in (ab["ours"]["measure"], ab["baseline"]["measure"])
+        )
+        rows.append((label, str(result.workers), *cells, target, verdict, others))
+    return _columns(rows)
+
+
 # ---------------------------------------------------------------------------------------------- main
 
 
@@ -947,8 +1218,22 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--repeat", type=int, default=3, help="measured runs of each throughput case; the median counts (default 3)"
     )
-    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
-    parser.add_argument("--cases", default=",".join(ALL_CASES), help=f"comma-separated, of: {', '.join(ALL_CASES)}")
+    parser.add_argument(
+        "--workers", default=None, help="comma-separated worker counts (default 1,2; with --baseline: 1)"
+    )
+    parser.add_argument(
+        "--cases",
+        default=None,
+        help=f"comma-separated, of: {', '.join(ALL_CASES)} (default: all; with --baseline: {','.join(BASELINE_CASES)})",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="GIT_REF",
+        default=None,
+        help="also serve that commit of the service (exported with git archive outside the repository, on its own "
+        f"database) and measure it in turns with ours for the selected cases among {', '.join(BASELINE_CASES)}: "
+        "prints ours / baseline per app CPU-second (the reference app is then left out unless --reference)",
+    )
     parser.add_argument(
         "--database-url",
         default=os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL") or DEFAULT_ADMIN_URL,
@@ -962,11 +1247,18 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=5, help="a response slower than this is a timeout, seconds (default 5)"
     )
     parser.add_argument(
+        "--ours",
+        metavar="GIT_REF",
+        default=None,
+        help="serve that commit as ours instead of the working tree, exported like --baseline (an A/A check: "
+        "--baseline HEAD --ours HEAD; or two commits against each other)",
+    )
+    parser.add_argument(
         "--reference",
         action=argparse.BooleanOptionalAction,
-        default=True,
+        default=None,
         help="with 1 worker, also measure bench/reference_app.py (the template's request path) for the selected "
-        f"cases among {', '.join(REFERENCE_CASES)}, in the same run (default: on)",
+        f"cases among {', '.join(REFERENCE_CASES)}, in the same run (default: on; off with --baseline)",
     )
     parser.add_argument(
         "--hold",
@@ -978,14 +1270,20 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    cases = [case.strip() for case in args.cases.split(",") if case.strip()]
+    ab = args.baseline is not None
+    cases_arg = args.cases if args.cases is not None else ",".join(BASELINE_CASES if ab else ALL_CASES)
+    cases = [case.strip() for case in cases_arg.split(",") if case.strip()]
     unknown = sorted(set(cases) - set(ALL_CASES))
     if unknown:
         raise SystemExit(f"bench: unknown case(s) {', '.join(unknown)}; known: {', '.join(ALL_CASES)}")
-    worker_counts = [int(count) for count in args.workers.split(",")]
+    worker_counts = [int(count) for count in (args.workers or ("1" if ab else "1,2")).split(",")]
+    with_reference = args.reference if args.reference is not None else not ab
     reference_cases = (
-        [case for case in cases if case in REFERENCE_CASES] if args.reference and 1 in worker_counts else []
+        [case for case in cases if case in REFERENCE_CASES] if with_reference and 1 in worker_counts else []
     )
+    baseline_cases = [case for case in cases if case in BASELINE_CASES] if ab else []
+    if ab and not baseline_cases:
+        raise SystemExit(f"bench: --baseline needs at least one of {', '.join(BASELINE_CASES)} among --cases")
     # SIGTERM (CI, timeout) unwinds like Ctrl-C, so the server and the database are always cleaned up; SIGINT is
     # set explicitly because a shell starts background jobs with it ignored.
     signal.signal(signal.SIGTERM, _interrupt)
@@ -1003,6 +1301,8 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     results: list[CaseResult] = []
+    baseline: Export | None = None
+    ours: Export | None = None
     secret = secrets.token_urlsafe(48)  # one for every server, so the seeded tokens stay valid
     reference_secret = secrets.token_urlsafe(32)  # the template's SECRET_KEY default is this long
     try:
@@ -1014,19 +1314,52 @@ def main(argv: list[str] | None = None) -> int:
                     wrk, server, backends, scratch, args.duration, args.warmup, args.timeout, max(1, args.repeat)
                 )
 
-            url, backends = stack.enter_context(private_database(args.database_url))
+            def exported(name: str, ref: str) -> tuple[Export, str, Callable[[], list[int]]]:
+                """A commit exported outside the repository, on its own database migrated by its own code."""
+                into = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"todo-bench-{name}-")))
+                export = export_commit(name, ref, into)
+                db_url, db_backends = stack.enter_context(private_database(args.database_url, migrate=False, kind=name))
+                env = service_env(
+                    db_url, secret=secret, rounds=args.bcrypt_rounds, port=_free_port(), pythonpath=export.src
+                )
+                prepare_export(export, env)
+                print(f"bench: {name} = {ref} ({export.commit[:12]}), imports {export.module_file}", flush=True)
+                return export, db_url, db_backends
+
+            if args.ours:
+                ours, url, backends = exported("ours", args.ours)
+            else:
+                url, backends = stack.enter_context(private_database(args.database_url))
+                if ab:
+                    ours_env = service_env(url, secret=secret, rounds=args.bcrypt_rounds, port=_free_port())
+                    ours_file = imported_todo_api(ours_env, scratch)[0]
+                    print(f"bench: ours = the working tree, imports {ours_file}", flush=True)
             if reference_cases:
                 # The reference app's own database: the template's tables (create_all), none of ours.
-                ref_url, ref_backends = stack.enter_context(private_database(args.database_url, migrate=False))
+                ref_url, ref_backends = stack.enter_context(
+                    private_database(args.database_url, migrate=False, kind="reference")
+                )
                 ref_url = reference_database_url(ref_url)
                 print("bench: reference app: creating its tables, 2 users and 100 items ...", flush=True)
                 ref_fixtures = seed_reference(ref_url, reference_secret, scratch)
+            if ab:
+                baseline, base_url, base_backends = exported("baseline", args.baseline)
+            base_fixtures: Fixtures | None = None
             fixtures: Fixtures | None = None
             for workers in worker_counts:
                 with ExitStack() as servers:
                     server = servers.enter_context(
-                        serve(url, workers=workers, secret=secret, rounds=args.bcrypt_rounds, scratch=scratch)
+                        serve(
+                            url,
+                            workers=workers,
+                            secret=secret,
+                            rounds=args.bcrypt_rounds,
+                            scratch=ours.cwd if ours is not None else scratch,
+                            pythonpath=ours.src if ours is not None else None,
+                        )
                     )
+                    if ours is not None:
+                        check_export_server(server, ours)
                     if fixtures is None:
                         print("bench: creating users and 100 tasks through the API ...", flush=True)
                         fixtures = create_fixtures(server.url)
@@ -1036,8 +1369,35 @@ def main(argv: list[str] | None = None) -> int:
                         ref_server = servers.enter_context(
                             serve_reference(ref_url, secret=reference_secret, scratch=scratch)
                         )
-                        reference = Reference(
-                            new_bench(ref_server, ref_backends), reference_loads(ref_fixtures, reference_cases)
+                        reference = Peer(
+                            new_bench(ref_server, ref_backends),
+                            reference_loads(ref_fixtures, reference_cases),
+                            reference_cases,
+                            "the reference app",
+                        )
+                    base_peer = None
+                    if baseline is not None:
+                        # The same settings, its own database and tree, its own scratch cwd: idle while ours runs.
+                        base_server = servers.enter_context(
+                            serve(
+                                base_url,
+                                workers=workers,
+                                secret=secret,
+                                rounds=args.bcrypt_rounds,
+                                scratch=baseline.cwd,
+                                pythonpath=baseline.src,
+                                log_name="baseline",
+                            )
+                        )
+                        check_export_server(base_server, baseline)
+                        if base_fixtures is None:
+                            print("bench: baseline: creating users and 100 tasks through the API ...", flush=True)
+                            base_fixtures = create_fixtures(base_server.url)
+                        base_peer = Peer(
+                            new_bench(base_server, base_backends),
+                            service_loads(base_fixtures),
+                            baseline_cases,
+                            f"the baseline ({args.baseline})",
                         )
                     if args.hold:
                         print(f"bench: serving {server.url}, pid {server.process.pid} (workers {server.pids()[1:]})")
@@ -1050,8 +1410,19 @@ def main(argv: list[str] | None = None) -> int:
                             print(f"bench: reference app {ref.url}, pid {ref.process.pid}, item {ref_fixtures.item_id}")
                             print(f"bench: reference reader token {ref_fixtures.reader_token}")
                             print(f"bench: reference writer token {ref_fixtures.writer_token}", flush=True)
+                        if base_peer is not None and base_fixtures is not None:
+                            base = base_peer.bench.server
+                            print(f"bench: baseline {base.url}, pid {base.process.pid}, task {base_fixtures.task_id}")
+                            print(
+                                f"bench: baseline reader {base_fixtures.reader.id} token {base_fixtures.reader.token}"
+                            )
+                            print(
+                                f"bench: baseline writer {base_fixtures.writer.id} token {base_fixtures.writer.token}"
+                            )
                         signal.pause()
-                    results.extend(run_cases(new_bench(server, backends), fixtures, cases, rounds, reference))
+                    results.extend(
+                        run_cases(new_bench(server, backends), fixtures, cases, rounds, reference, base_peer)
+                    )
     except KeyboardInterrupt:
         print("bench: interrupted; server stopped and database dropped", file=sys.stderr)
         return 130
@@ -1073,6 +1444,22 @@ def main(argv: list[str] | None = None) -> int:
         "go by (--no-reference, 2 workers). W = uvicorn workers; CPU counts the server's processes only."
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
+    if baseline is not None:
+        ours_label = (
+            f"{args.ours} ({ours.commit[:12]})" if ours is not None else f"the working tree ({_git_revision()})"
+        )
+        print(
+            f"\nA/B, this run: ours = {ours_label}, baseline = {args.baseline} ({baseline.commit[:12]}), measured "
+            "in turns (ours, baseline, ...)"
+        )
+        print(ab_table(results))
+        print(
+            "\nreq per app CPU-second: the median run of each side (lowest-highest of --repeat runs); list at 256 "
+            "connections: the same at 256\nconnections (16 and 256 in turns on each side). non2xx/sock/tmo: summed "
+            "over all runs; STALLED: runs whose probe got no answer.\ntarget: get, list, create >= 95 % of the "
+            "baseline; no error and no stall at 256 connections (ours). others' CPU: the median\nruns', ours/"
+            "baseline, as in the table above: when it is high, single runs are noisy (use --repeat 5 or more)."
+        )
     out = RESULTS / f"{started:%Y%m%d-%H%M%S}.json"
     document = {
         "started": started.isoformat(),
@@ -1089,6 +1476,18 @@ def main(argv: list[str] | None = None) -> int:
         "target_ratio": TARGET_RATIO,
         # Each result of these cases holds the reference's median run in extra["reference"], and the same-run ratio.
         "reference": {"app": "bench/reference_app.py", "workers": 1, "cases": reference_cases},
+        # Each result of these cases holds extra["baseline"]: both sides' median runs and ours / baseline.
+        "baseline": {
+            "ref": baseline.ref,
+            "commit": baseline.commit,
+            "todo_api": baseline.module_file,
+            "cases": baseline_cases,
+            "target_ratio": AB_TARGET_RATIO,
+        }
+        if baseline is not None
+        else None,
+        # --ours: the commit served as ours instead of the working tree
+        "ours": {"ref": ours.ref, "commit": ours.commit, "todo_api": ours.module_file} if ours is not None else None,
         "results": [asdict(result) for result in results],
     }
     out.write_text(json.dumps(document, indent=2) + "\n")
