@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 from sqlmodel import Session
 
 from todo_api.config import Settings
-from todo_api.db import Database, orm
+from todo_api.db import Database, orm, standalone
 
 
 @pytest.fixture
@@ -106,3 +106,32 @@ def test_the_block_owns_the_commit_and_an_orm_session_on_it_never_ends_it(
     assert _rows(engine, scratch) == ([1, 2] if settings.is_sqlite else [1, 2, 4])
     if not settings.is_sqlite:
         assert _at_rest(engine)
+
+
+@pytest.mark.usefixtures("postgres")
+def test_a_transaction_begins_with_its_first_statement_unless_that_one_stands_alone(
+    engine: Engine, settings: Settings, scratch: str
+) -> None:
+    """On direct PostgreSQL a block is one transaction all the same (BEGIN goes with its first statement); a block
+    whose first statement is `standalone` runs it in autocommit, and any statement after it is refused."""
+    db = Database(engine, settings)
+    insert = text(f"INSERT INTO {scratch} (n) VALUES (:n)")
+
+    with pytest.raises(RuntimeError, match="after"), db.transaction() as connection:
+        connection.execute(insert, {"n": 1})
+        connection.execute(insert, {"n": 2})
+        raise RuntimeError("after")  # all or nothing: neither is kept
+    with db.transaction() as connection:
+        connection.execute(insert, {"n": 3})
+        in_transaction = connection.connection.dbapi_connection.autocommit is False  # type: ignore[union-attr]
+        connection.execute(text("SELECT 1"))
+    with db.transaction() as connection:
+        connection.execute(standalone(insert), {"n": 4})
+        alone = connection.connection.dbapi_connection.autocommit is True  # type: ignore[union-attr]
+    with pytest.raises(RuntimeError, match="standalone"), db.transaction() as connection:
+        connection.execute(standalone(insert), {"n": 5})  # committed on its own: it stood alone
+        connection.execute(insert, {"n": 6})
+
+    assert _rows(engine, scratch) == [3, 4, 5]
+    assert (in_transaction, alone) == (True, True)
+    assert _at_rest(engine)

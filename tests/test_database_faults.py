@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -207,16 +208,23 @@ def test_database_stopped_answers_503_everywhere_then_recovers_without_restart(
     figures("stopped: first request after start", f"200 in {recovery:.3f} s, no restart; then every route 2xx")
 
 
-def test_without_pre_ping_a_dropped_connection_costs_one_503_and_is_replaced(pg: PrivatePostgres) -> None:
+def test_without_pre_ping_a_dropped_connection_costs_no_request(pg: PrivatePostgres) -> None:
     settings = make_settings(pg.url, DB_POOL_PRE_PING=False, DB_POOL_SIZE=1, DB_MAX_OVERFLOW=0)
     with TestClient(create_app(settings)) as client:
         user = register(client)
-        pg.stop("fast")
-        pg.start()
-        # The pooled connection is dead and nothing checks it first: the request that finds out gets a 503,
-        # and the invalidated connection is replaced for the next one.
-        assert_unavailable(client.get("/api/me/tasks", headers=user.headers))
-        assert client.get("/api/me/tasks", headers=user.headers).status_code == 200
+        # The pooled connection is dead and nothing checks it first: the statement that finds out runs again on a
+        # new connection (a read's, and a transaction's first), and the client sees a normal answer.
+        for call in (
+            lambda: client.get("/api/me/tasks", headers=user.headers),
+            lambda: client.post("/api/me/tasks", json={"title": "after a restart"}, headers=user.headers),
+            lambda: client.get("/api/auth/me", headers=user.headers),
+        ):
+            pg.stop("fast")
+            pg.start()
+            assert call().status_code in (200, 201)
+        assert [task["title"] for task in client.get("/api/me/tasks", headers=user.headers).json()] == [
+            "after a restart"
+        ]
 
 
 def test_pre_ping_probes_only_connections_idle_past_the_threshold(pg: PrivatePostgres) -> None:
@@ -577,3 +585,363 @@ def _wait_for(condition: Callable[[], bool], *, seconds: float) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting")
         time.sleep(0.01)
+
+
+# ------------------------------------------------------------------------------------ dropped connections
+# PostgreSQL closes the service's pooled connections from its side (a compute restart, a failover, a pooler restart,
+# pg_terminate_backend). A statement that can be run again safely is, once, on a new connection: every statement of
+# a read, and the first statement of a transaction (nothing of it can have taken effect). A later one, or the COMMIT,
+# is a 503 (its outcome may be unknown); with an Idempotency-Key the client's retry settles it.
+
+
+def terminate_backends(pg: PrivatePostgres) -> int:
+    """pg_terminate_backend of every client backend of the `todo` database but this query's own; how many."""
+    rows = pg.query(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        " WHERE datname = 'todo' AND pid <> pg_backend_pid() AND backend_type = 'client backend') AS killed"
+    )
+    return int(rows[0][0])
+
+
+def _task_titles(pg: PrivatePostgres, prefix: str) -> list[str]:
+    return [title for (title,) in pg.query("SELECT title FROM tasks WHERE title LIKE %s ORDER BY id", (f"{prefix}%",))]
+
+
+def test_after_every_pooled_connection_is_terminated_the_next_requests_all_succeed(pg: PrivatePostgres) -> None:
+    settings = make_settings(pg.url)  # pre-ping as by default: only for connections idle over a second
+    with LiveServer(create_app(settings)) as server, server.client() as http:
+        user = register(http)
+        task = http.post("/api/me/tasks", json={"title": "kept"}, headers=user.headers).json()
+        prefix = f"dropped-{uuid.uuid4().hex[:8]}-"
+        # Warm every pooled connection, so that all four are in the pool when the server drops them.
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda _: http.get("/api/me/tasks", headers=user.headers), range(32)))
+
+        assert terminate_backends(pg) >= 1
+        reads = [
+            http.get(f"/api/me/tasks/{task['id']}", headers=user.headers)
+            if n % 2
+            else http.get("/api/me/tasks", headers=user.headers)
+            for n in range(5)
+        ]
+        assert [response.status_code for response in reads] == [200] * 5
+
+        assert terminate_backends(pg) >= 1
+        creates = [http.post("/api/me/tasks", json={"title": f"{prefix}{n}"}, headers=user.headers) for n in range(5)]
+        assert [response.status_code for response in creates] == [201] * 5
+        # Each was run once: its first statement failed before it could take effect, and ran again on a new
+        # connection.
+        assert _task_titles(pg, prefix) == [f"{prefix}{n}" for n in range(5)]
+
+        assert terminate_backends(pg) >= 1
+        for call in (
+            lambda: http.get("/api/auth/me", headers=user.headers),
+            lambda: http.patch(f"/api/me/tasks/{task['id']}", json={"priority": "high"}, headers=user.headers),
+            lambda: http.get("/api/me/stats", headers=user.headers),
+        ):
+            assert call().status_code == 200
+
+
+class LoadMix:
+    """16 clients doing list, get and create-with-Idempotency-Key against a server until stopped; every 503 of a
+    create is retried with its key until it is answered (a polite client, after Retry-After's hint, shortened)."""
+
+    def __init__(self, url: str, users: list[RegisteredUser], task_ids: list[int], clients: int = 16) -> None:
+        self.url, self.users, self.task_ids, self.clients = url, users, task_ids, clients
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.reads: dict[int, int] = {}
+        self.writes: dict[int, int] = {}
+        self.read_failures: list[tuple[float, str]] = []
+        self.errors: list[str] = []
+        self.keys: set[str] = set()
+        self.pending: list[tuple[str, RegisteredUser, str]] = []  # (key, user, title) answered 503, to retry
+        self.run = uuid.uuid4().hex[:8]
+        self.threads = [threading.Thread(target=self._client, args=(n,)) for n in range(clients)]
+
+    def __enter__(self) -> LoadMix:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+    def _count(self, table: dict[int, int], status: int) -> None:
+        with self.lock:
+            table[status] = table.get(status, 0) + 1
+
+    def _client(self, number: int) -> None:
+        user = self.users[number % len(self.users)]
+        task_id = self.task_ids[number % len(self.task_ids)]
+        with httpx.Client(base_url=self.url, timeout=30) as http:
+            sequence = 0
+            while not self.stop.is_set():
+                sequence += 1
+                kind = sequence % 3
+                try:
+                    if kind == 0:
+                        key = f"{self.run}-{number}-{sequence}"
+                        title = f"load-{key}"
+                        with self.lock:
+                            self.keys.add(key)
+                        response = self._create(http, user, key, title)
+                        self._count(self.writes, response.status_code)
+                        if response.status_code == 503:
+                            with self.lock:
+                                self.pending.append((key, user, title))
+                        continue
+                    url = "/api/me/tasks" if kind == 1 else f"/api/me/tasks/{task_id}"
+                    response = http.get(url, headers=user.headers)
+                    self._count(self.reads, response.status_code)
+                    if response.status_code != 200:
+                        with self.lock:
+                            self.read_failures.append((time.monotonic(), f"{url}: {response.status_code}"))
+                except httpx.HTTPError as exc:
+                    with self.lock:
+                        self.errors.append(repr(exc))
+
+    @staticmethod
+    def _create(http: httpx.Client, user: RegisteredUser, key: str, title: str) -> httpx.Response:
+        headers = {**user.headers, "Idempotency-Key": key}
+        return http.post("/api/me/tasks", json={"title": title}, headers=headers)
+
+    def settle(self) -> None:
+        """Retry every create answered 503 with its key until it is answered 201 (the database is up again)."""
+        with httpx.Client(base_url=self.url, timeout=30) as http:
+            for key, user, title in self.pending:
+                for _ in range(50):
+                    response = self._create(http, user, key, title)
+                    if response.status_code == 201:
+                        break
+                    assert response.status_code == 503, response.text
+                    time.sleep(0.1)
+                else:
+                    raise AssertionError(f"{key} never succeeded")
+
+
+def _load_users(http: httpx.Client) -> tuple[list[RegisteredUser], list[int]]:
+    users = [register(http) for _ in range(4)]
+    task_ids = [http.post("/api/me/tasks", json={"title": "read me"}, headers=u.headers).json()["id"] for u in users]
+    return users, task_ids
+
+
+def _assert_exactly_once(pg: PrivatePostgres, load: LoadMix) -> int:
+    stored = pg.query("SELECT title, count(*) FROM tasks WHERE title LIKE %s GROUP BY title", (f"load-{load.run}-%",))
+    assert all(count == 1 for _, count in stored), [row for row in stored if row[1] != 1][:5]
+    assert {title for title, _ in stored} == {f"load-{key}" for key in load.keys}
+    return len(stored)
+
+
+def test_under_load_terminating_every_backend_each_second_loses_no_read_and_no_write(
+    pg: PrivatePostgres, figures: Callable[[str, str], None]
+) -> None:
+    settings = make_settings(pg.url, DB_CONNECT_TIMEOUT=2)
+    with LiveServer(create_app(settings)) as server:
+        with server.client() as http:
+            users, task_ids = _load_users(http)
+        terminated = 0
+        with LoadMix(server.url, users, task_ids) as load:
+            for _ in range(10):
+                time.sleep(1)
+                terminated += terminate_backends(pg)
+        load.settle()
+    assert not load.errors, load.errors[:5]
+    assert set(load.reads) == {200}, (load.reads, load.read_failures[:5])  # zero non-2xx reads
+    assert set(load.writes) <= {201, 503}, load.writes
+    stored = _assert_exactly_once(pg, load)
+    figures(
+        "terminate every backend each second, 10 s, 16 clients",
+        f"{terminated} backends terminated; reads {load.reads}; creates {load.writes}; "
+        f"{len(load.pending)} retried with their key; {stored} tasks for {len(load.keys)} keys, each once",
+    )
+
+
+def test_a_fast_restart_under_load_fails_reads_only_while_the_server_is_down(
+    pg: PrivatePostgres, figures: Callable[[str, str], None]
+) -> None:
+    settings = make_settings(pg.url, DB_CONNECT_TIMEOUT=2)
+    with LiveServer(create_app(settings)) as server:
+        with server.client() as http:
+            users, task_ids = _load_users(http)
+        with LoadMix(server.url, users, task_ids) as load:
+            time.sleep(1)
+            stopping = time.monotonic()
+            pg.stop("fast")
+            pg.start()
+            accepting = time.monotonic()  # pg_ctl start -w returns once the server accepts connections
+            time.sleep(2)
+        load.settle()
+        with server.client() as http:  # the first request after it is back succeeds
+            assert http.get("/api/me/tasks", headers=users[0].headers).status_code == 200
+    assert not load.errors, load.errors[:5]
+    late = [failure for at, failure in load.read_failures if at > accepting + 0.5]
+    assert not late, late[:5]  # reads failed only while the server was down (and the answers already under way)
+    assert set(load.writes) <= {201, 503}, load.writes
+    stored = _assert_exactly_once(pg, load)
+    figures(
+        "pg_ctl restart -m fast under load",
+        f"down {accepting - stopping:.2f} s; reads {load.reads} ({len(load.read_failures)} failed, all while down); "
+        f"creates {load.writes}; {stored} tasks for {len(load.keys)} keys, each once",
+    )
+
+
+class DroppingProxy:
+    """A TCP proxy in front of the private cluster that, when armed, loses the connection at the first client
+    message containing `marker`: before forwarding it, or after the server has answered it (the answer is swallowed):
+    a statement that never reached the server, or a COMMIT whose answer was lost."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.armed: tuple[bytes, bool] | None = None
+        self.fired = threading.Event()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def arm(self, marker: bytes, *, after_answer: bool) -> None:
+        self.fired.clear()
+        self.armed = (marker, after_answer)
+
+    def close(self) -> None:
+        self.listener.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target_port))
+            swallow = threading.Event()
+            threading.Thread(target=self._upstream, args=(client, server, swallow), daemon=True).start()
+            threading.Thread(target=self._downstream, args=(server, client, swallow), daemon=True).start()
+
+    @staticmethod
+    def _close(*sockets: socket.socket) -> None:
+        for sock in sockets:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+    def _upstream(self, client: socket.socket, server: socket.socket, swallow: threading.Event) -> None:
+        while True:
+            try:
+                data = client.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                self._close(client, server)
+                return
+            with self.lock:
+                armed = self.armed
+                hit = armed is not None and armed[0] in data
+                if hit:
+                    self.armed = None
+            if hit and armed is not None and not armed[1]:
+                self.fired.set()
+                self._close(client, server)  # never reached the server
+                return
+            if hit:
+                swallow.set()  # the server gets it; its answer is lost
+            try:
+                server.sendall(data)
+            except OSError:
+                self._close(client, server)
+                return
+
+    def _downstream(self, server: socket.socket, client: socket.socket, swallow: threading.Event) -> None:
+        while True:
+            try:
+                data = server.recv(65536)
+            except OSError:
+                data = b""
+            if not data or swallow.is_set():
+                if swallow.is_set():
+                    self.fired.set()
+                self._close(client, server)
+                return
+            try:
+                client.sendall(data)
+            except OSError:
+                self._close(client, server)
+                return
+
+
+@pytest.fixture
+def proxy(pg: PrivatePostgres) -> Iterator[DroppingProxy]:
+    dropping = DroppingProxy(pg.port)
+    yield dropping
+    dropping.close()
+
+
+def test_a_keyed_create_whose_commit_answer_was_lost_is_a_503_and_its_retry_returns_the_first_result(
+    pg: PrivatePostgres, proxy: DroppingProxy
+) -> None:
+    settings = make_settings(f"postgresql://root@127.0.0.1:{proxy.port}/todo")
+    title = f"answer-lost-{uuid.uuid4().hex[:8]}"
+    with TestClient(create_app(settings)) as client:
+        user = register(client)
+        headers = {**user.headers, "Idempotency-Key": f"key-{title}"}
+        proxy.arm(b"COMMIT", after_answer=True)
+        assert_unavailable(client.post("/api/me/tasks", json={"title": title}, headers=headers))
+        assert proxy.fired.is_set()
+        assert pg.query("SELECT count(*) FROM tasks WHERE title = %s", (title,)) == [(1,)]  # it had committed
+
+        retried = client.post("/api/me/tasks", json={"title": title}, headers=headers)
+        assert retried.status_code == 201, retried.text
+        assert retried.json()["title"] == title
+        assert retried.headers["etag"] == f'"{retried.json()["version"]}"'
+        assert pg.query("SELECT count(*) FROM tasks WHERE title = %s", (title,)) == [(1,)]  # not twice
+        assert pg.query("SELECT id FROM tasks WHERE title = %s", (title,)) == [(retried.json()["id"],)]
+
+
+def test_a_keyed_create_whose_insert_never_reached_the_server_is_a_503_and_its_retry_performs_it_once(
+    pg: PrivatePostgres, proxy: DroppingProxy
+) -> None:
+    settings = make_settings(f"postgresql://root@127.0.0.1:{proxy.port}/todo")
+    title = f"never-sent-{uuid.uuid4().hex[:8]}"
+    with TestClient(create_app(settings)) as client:
+        user = register(client)
+        headers = {**user.headers, "Idempotency-Key": f"key-{title}"}
+        # Not the transaction's first statement (the key's lookup is): the transaction is lost, not run again.
+        proxy.arm(b"INSERT INTO tasks", after_answer=False)
+        assert_unavailable(client.post("/api/me/tasks", json={"title": title}, headers=headers))
+        assert proxy.fired.is_set()
+        assert pg.query("SELECT count(*) FROM tasks WHERE title = %s", (title,)) == [(0,)]
+
+        retried = client.post("/api/me/tasks", json={"title": title}, headers=headers)
+        assert retried.status_code == 201, retried.text
+        again = client.post("/api/me/tasks", json={"title": title}, headers=headers)
+        assert (again.status_code, again.json()) == (201, retried.json())
+        assert pg.query("SELECT count(*) FROM tasks WHERE title = %s", (title,)) == [(1,)]
+
+
+def test_with_two_workers_terminated_backends_cost_no_request(pg: PrivatePostgres, tmp_path: Path) -> None:
+    from tests.test_migrations_cli import _serving
+
+    prefix = f"two-workers-{uuid.uuid4().hex[:8]}-"
+    with _serving(tmp_path, "--workers", "2", DATABASE_URL=pg.url, LOG_LEVEL="WARNING") as (base, _):
+        with httpx.Client(base_url=base, timeout=30) as http:
+            user = register(http)
+        statuses: list[int] = []
+        for round_ in range(3):
+            # Fresh connections, so that both workers serve (and both hold pooled connections) before each drop.
+            for _ in range(16):
+                with httpx.Client(base_url=base, timeout=30) as fresh:
+                    assert fresh.get("/api/me/tasks", headers=user.headers).status_code == 200
+            assert terminate_backends(pg) >= 2
+            for n in range(5):
+                with httpx.Client(base_url=base, timeout=30) as fresh:
+                    statuses.append(fresh.get("/api/me/tasks", headers=user.headers).status_code)
+                    title = f"{prefix}{round_}-{n}"
+                    statuses.append(
+                        fresh.post("/api/me/tasks", json={"title": title}, headers=user.headers).status_code
+                    )
+    assert statuses == [200, 201] * 15
+    assert len(_task_titles(pg, prefix)) == 15

@@ -9,14 +9,23 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import psycopg2
 import psycopg2.extensions
 from fastapi import Depends, Request
-from sqlalchemy import Connection, DateTime, Engine, Table, create_engine, event
+from sqlalchemy import (
+    Connection,
+    CursorResult,
+    DateTime,
+    Engine,
+    Executable,
+    Table,
+    create_engine,
+    event,
+)
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Session, SQLModel
@@ -24,6 +33,7 @@ from sqlmodel import Session, SQLModel
 from todo_api.config import Settings
 
 logger = logging.getLogger(__name__)
+S = TypeVar("S", bound=Executable)
 
 # Explicit constraint names, so migrations are reproducible and reversible on every backend.
 SQLModel.metadata.naming_convention = {
@@ -235,11 +245,12 @@ def build_engine(settings: Settings, url: str | None = None) -> Engine:
 def _ping_idle_connections(engine: Engine, idle_seconds: float) -> None:
     """SQLAlchemy's `pool_pre_ping`, for connections that sat idle in the pool longer than `idle_seconds`.
 
-    `pool_pre_ping` costs a round trip on every checkout. A connection that answered a moment ago is alive (if the
-    server went away since, the request gets a 503 and SQLAlchemy replaces the pool's connections), so under load
-    no checkout pings, while the first request after a quiet spell (a suspended compute, a dropped NAT entry)
-    still finds a dead connection replaced within the same request: `DisconnectionError` makes the pool connect
-    anew, as pre-ping does.
+    `pool_pre_ping` costs a round trip on every checkout. A connection that answered a moment ago is almost always
+    alive, so under load no checkout pings; if the server dropped it since, the statement that finds out is run
+    again on a new connection where that is safe (`RetryingConnection`). A connection idle longer is probed, so
+    the first request after a quiet spell (a suspended compute, a dropped NAT entry, a black-holed network that
+    sends no reset) gets a new connection at once: `DisconnectionError` makes the pool connect anew, as pre-ping
+    does.
     """
 
     @event.listens_for(engine, "checkin")
@@ -298,6 +309,83 @@ def _autocommit_reads(engine: Engine) -> None:
             dbapi_connection.autocommit = True
 
 
+STANDALONE = "todo_api_standalone"  # a statement's execution option: complete on its own (`standalone`)
+LAZY_BEGIN = "todo_api_lazy_begin"  # `Database.transaction` on direct PostgreSQL: BEGIN with the first statement
+
+
+def standalone(statement: S) -> S:
+    """Mark a statement that is a whole transaction by itself (one INSERT ... RETURNING): when it is the first of a
+    `Database.transaction()` block on direct PostgreSQL it runs in autocommit, without the BEGIN and COMMIT round
+    trips (a keyless task create is then one round trip, as a read is). A later statement in that block is a bug
+    and raises; the same statement later in a block is part of the block's transaction as usual."""
+    return statement.execution_options(**{STANDALONE: True})
+
+
+class RetryingConnection(Connection):
+    """A pooled connection that a server which dropped it (a compute or pooler restart, a failover,
+    pg_terminate_backend) costs no request where running a statement again is safe, and that begins a transaction
+    only when it needs one.
+
+    A statement that fails with a disconnection is run again, once, on a new pooled connection when nothing it
+    belongs to can have taken effect:
+    - every statement of an autocommit read (`Database.read` on direct PostgreSQL): each commits on its own, and a
+      read changes nothing (a Better Auth user's first sighting is an INSERT that tolerates conflicts);
+    - the first statement of a block: psycopg2 sends the BEGIN with it, and a server that loses the connection
+      rolls back whatever of the transaction it had.
+    Not under an ORM session (`orm`: the account routes, where bcrypt dominates), which holds the transaction it
+    joined. A later statement of a transaction, or its COMMIT, is not run again: the block's earlier work is gone,
+    or its outcome is unknown. That stays a 503 with `Retry-After` (an `Idempotency-Key` makes the client's retry safe).
+    No round trip is added to a healthy connection: nothing is probed, the failure is detected and the statement
+    retried.
+
+    On direct PostgreSQL, connections rest in autocommit (`_autocommit_reads`) and a transaction block turns it off
+    just before its first statement (psycopg2 then sends BEGIN with it), unless that statement is `standalone`.
+    """
+
+    _sent = 0  # statements this block has sent
+    _alone = False  # the block's first statement was standalone: it ran in autocommit
+    in_orm = False  # an ORM session holds the transaction (`orm`): it cannot be swapped under it
+
+    def execute(
+        self, statement: Executable, parameters: Any = None, *, execution_options: Any = None
+    ) -> CursorResult[Any]:
+        options = self.get_execution_options()
+        first = self._sent == 0
+        self._sent += 1
+        lazy = bool(options.get(LAZY_BEGIN))
+        if lazy:
+            self._begin_lazily(statement, first=first)
+        again = (first or (bool(options.get(AUTOCOMMIT_READS)) and not lazy)) and not self.in_orm
+        try:
+            return super().execute(statement, parameters, execution_options=execution_options)
+        except DBAPIError as exc:
+            if not (again and exc.connection_invalidated):
+                raise
+            logger.warning("database connection lost before the statement took effect: running it again")
+        self.reopen()
+        if lazy:
+            self._begin_lazily(statement, first=True)
+        return super().execute(statement, parameters, execution_options=execution_options)
+
+    def _begin_lazily(self, statement: Executable, *, first: bool) -> None:
+        if self._alone:
+            raise RuntimeError("a standalone statement must be the only one of its transaction block")
+        if not first:
+            return
+        if statement.get_execution_options().get(STANDALONE):
+            self._alone = True
+            return
+        self.connection.dbapi_connection.autocommit = False  # type: ignore[union-attr]
+
+    def reopen(self) -> None:
+        """After a disconnection: drop the dead connection (and its transaction) and begin anew on another."""
+        self.rollback()
+        self._alone = False
+        options = self.get_execution_options()
+        if options.get(LAZY_BEGIN) or not options.get(AUTOCOMMIT_READS):
+            self.begin()
+
+
 class Database:
     """Where a route does its database work: `read()` or `transaction()`, each a Core `Connection` opened and
     closed inside the route's own, single thread-pool hop, so a request holds a connection only while that hop runs.
@@ -318,6 +406,13 @@ class Database:
         # transactions are ours (BEGIN IMMEDIATE): there a read is a transaction like any other.
         self._autocommit_reads = not settings.is_sqlite and not settings.behind_transaction_pooler
         self._reads = engine.execution_options(**{AUTOCOMMIT_READS: True})
+        self._transactions = engine
+        if self._autocommit_reads:
+            self._transactions = engine.execution_options(**{AUTOCOMMIT_READS: True, LAZY_BEGIN: True})
+        # SQLAlchemy's hook for a Connection subclass is the engine's `_connection_cls`; an option engine does not
+        # inherit it.
+        for each in {engine, self._reads, self._transactions}:
+            each._connection_cls = RetryingConnection
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -333,9 +428,20 @@ class Database:
 
     @contextmanager
     def transaction(self) -> Iterator[Connection]:
-        """One transaction: committed when the block ends, rolled back when it raises. Services never commit."""
-        with self.engine.begin() as connection:
+        """One transaction: committed when the block ends, rolled back when it raises. Services never commit.
+
+        On direct PostgreSQL the BEGIN goes with the block's first statement, and a block whose only statement is
+        `standalone` needs none (`RetryingConnection`); SQLite begins IMMEDIATE here, and through a transaction pooler
+        the statement timeout is set here (`SET LOCAL`), where a dead connection shows before anything else."""
+        with self._transactions.connect() as connection:
+            try:
+                connection.begin()
+            except DBAPIError as exc:
+                if not (exc.connection_invalidated and isinstance(connection, RetryingConnection)):
+                    raise
+                connection.reopen()
             yield connection
+            connection.commit()
 
 
 @contextmanager
@@ -343,9 +449,16 @@ def orm(connection: Connection) -> Iterator[Session]:
     """An ORM session on a block's connection (the account routes, where bcrypt dominates anyway). It never ends
     the block's transaction (`rollback_only`: it neither commits nor begins a savepoint); what it holds is flushed
     when it closes, and the block that opened the connection commits it."""
-    with Session(connection, join_transaction_mode="rollback_only", expire_on_commit=False) as session:
-        yield session
-        session.flush()
+    retrying = isinstance(connection, RetryingConnection)
+    if retrying:
+        connection.in_orm = True  # type: ignore[attr-defined]  # checked just above
+    try:
+        with Session(connection, join_transaction_mode="rollback_only", expire_on_commit=False) as session:
+            yield session
+            session.flush()
+    finally:
+        if retrying:
+            connection.in_orm = False  # type: ignore[attr-defined]
 
 
 async def get_database(request: Request) -> Database:
