@@ -38,7 +38,7 @@ def _request_id(scope: Scope) -> str:
 def _cache_control(path: str, status: int) -> str | None:
     if status == 401 or path.startswith("/api/auth/"):
         return "no-store"
-    if path.startswith("/api/") and ("/tasks" in path or path.endswith("/stats")):
+    if path.startswith("/api/") and ("/tasks" in path or path.endswith("/stats") or "/tags" in path):
         return "private, no-cache"  # revalidate with the ETag, never share between users
     return None
 

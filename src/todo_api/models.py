@@ -9,7 +9,7 @@ from todo_api.auth.models import (
     User,
 )
 from todo_api.idempotency import IdempotencyRecord
-from todo_api.tasks.models import Task, TaskCount
+from todo_api.tasks.models import Task, TaskCount, TaskTag
 
 __all__ = [
     "AuthSession",
@@ -20,5 +20,6 @@ __all__ = [
     "RevokedToken",
     "Task",
     "TaskCount",
+    "TaskTag",
     "User",
 ]

@@ -31,8 +31,12 @@ def task_json(row: Row[Any]) -> dict[str, Any]:
     """A row of `tasks.queries.PUBLIC_COLUMNS` as TaskPublic's JSON object. The row was just read from our own table,
     so it is not validated again (for a page of 100 that costs four times the query); a test holds this to
     TaskPublic's own serialization byte for byte."""
-    task = dict(zip(_PUBLIC_FIELDS, row, strict=True))
+    task = dict(zip(_PUBLIC_FIELDS, row, strict=False))  # a row may carry more columns after these (the series')
     task["status"] = task_status(task["completed"])
+    if task["series_id"] is None and task["recurrence"] is not None:
+        task["series_id"] = task["id"]  # a series' first task (tasks.queries: stored NULL until its rule ends)
+    if task["checklist"]:  # in ChecklistItem's key order (PostgreSQL's jsonb keeps keys in an order of its own)
+        task["checklist"] = [{"title": item["title"], "done": item["done"]} for item in task["checklist"]]
     return task
 
 

@@ -1,11 +1,10 @@
 """Every route under /api/{user_id}, read from the app's own router (a new route is covered without being listed
 here), answers a logged-out token with 401, whatever its statement finds: an existing task, a missing one, with or
-without an Idempotency-Key. Our tokens are checked inside the route's own statement (`OwnerScope.rows`); this is the
-test that holds the rule there for every route."""
+without an Idempotency-Key, a tag it has or one it lacks. Our tokens are checked inside the route's own statement
+(`OwnerScope.rows`); this is the test that holds the rule there for every route."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from tests.auth.helpers import LOGOUT, assert_unauthorized, first_session, login
 from tests.factories import UserFactory, bearer, better_auth_token
-from todo_api.tasks.models import TaskBulk, TaskCompletion, TaskCreate, TaskUpdate
+from todo_api.tasks.models import TagRename, TaskBulk, TaskCompletion, TaskCreate, TaskUpdate
 
 # A valid body for every request model a route under /api/{user_id} takes ({task} is an existing task's id): the
 # session is checked after validation, so an invalid body would be a 422 and test nothing. A route with a body model
@@ -27,6 +26,7 @@ SAMPLE_BODIES: dict[type[Any], dict[str, Any]] = {
     TaskUpdate: {"title": "after logout"},
     TaskCompletion: {"completed": True},
     TaskBulk: {"action": "complete", "ids": ["{task}"]},
+    TagRename: {"name": "renamed"},
 }
 PREFIX = "/api/{user_id}"
 
@@ -76,6 +76,9 @@ def test_the_walk_finds_every_task_route(app: FastAPI) -> None:
         ("PATCH", "/api/{user_id}/tasks/{task_id}/complete"),
         ("POST", "/api/{user_id}/tasks/{task_id}/restore"),
         ("GET", "/api/{user_id}/stats"),
+        ("GET", "/api/{user_id}/tags"),
+        ("PATCH", "/api/{user_id}/tags/{name}"),
+        ("DELETE", "/api/{user_id}/tags/{name}"),
     } <= found
 
 
@@ -90,7 +93,7 @@ def test_every_owner_route_refuses_a_logged_out_token(
         user_id = f"ba-{uuid.uuid4().hex}"
         leaving = bearer(better_auth_token(user_id, email=f"{user_id}@example.com"))
         staying = bearer(better_auth_token(user_id, email=f"{user_id}@example.com", expires_in=901))  # another token
-    created = client.post(f"/api/{user_id}/tasks", headers=staying, json={"title": "mine"})
+    created = client.post(f"/api/{user_id}/tasks", headers=staying, json={"title": "mine", "tags": ["mine"]})
     assert created.status_code == 201, created.text
     task_id = created.json()["id"]
     assert client.post(LOGOUT, headers=leaving).status_code == 204
@@ -101,7 +104,11 @@ def test_every_owner_route_refuses_a_logged_out_token(
         for task in (task_id, task_id + 10_000):
             for key in (None, f"key-{uuid.uuid4().hex}") if _takes_idempotency_key(route) else (None,):
                 for owner in (user_id, "me"):
-                    url = re.sub(r"\{task_id\}", str(task), path.replace("{user_id}", owner))
+                    url = (
+                        path.replace("{user_id}", owner)
+                        .replace("{task_id}", str(task))
+                        .replace("{name}", "mine" if task == task_id else "none")
+                    )
                     headers = dict(leaving) if key is None else {**leaving, "Idempotency-Key": key}
                     body = None
                     if model is not None:

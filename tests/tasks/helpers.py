@@ -26,6 +26,13 @@ TASK_KEYS = {
     "updated_at",
     "version",
     "trashed_at",
+    "tags",
+    "checklist",
+    "recurrence",
+    "recurrence_basis",
+    "time_zone",
+    "series_id",
+    "next_task_id",
 }
 NOT_FOUND = {"detail": "Task not found"}
 # The largest id a BIGINT can hold: a well-formed id that no task in a test database has.

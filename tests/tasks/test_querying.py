@@ -562,6 +562,8 @@ def test_the_parameters_are_documented(client: TestClient) -> None:
         "updated_since",
         "search",
         "trashed",
+        "tag",
+        "untagged",
         "sort_by",
         "sort_order",
         "limit",

@@ -26,7 +26,7 @@ from tests.tasks.helpers import (
     parse_timestamp,
     tasks_url,
 )
-from todo_api.tasks.models import Task
+from todo_api.tasks.models import Task, TaskPublic
 
 
 @pytest.fixture
@@ -51,6 +51,13 @@ def expected_task(body: dict[str, Any], **fields: Any) -> dict[str, Any]:
         "updated_at": body["updated_at"],
         "version": 1,
         "trashed_at": None,
+        "tags": [],
+        "checklist": [],
+        "recurrence": None,
+        "recurrence_basis": "due",
+        "time_zone": "UTC",
+        "series_id": None,
+        "next_task_id": None,
     }
     task.update(fields)
     return task
@@ -871,13 +878,22 @@ def test_a_token_signed_with_another_secret_is_rejected(client: TestClient, alic
         {"title": "Far dates", "due_date": "0001-01-01T00:00:00.000001Z"},
         {"title": "Far dates", "due_date": "9999-12-31T23:59:59.999999+00:00"},
         {"title": "Offset", "due_date": "2031-02-03T23:30:00.5-05:00"},
+        {
+            "title": "Series",
+            "due_date": "2031-02-03T09:00:00Z",
+            "tags": ["Ünï", "a\\b", "🎉"],
+            "checklist": [{"title": 'say "hi"', "done": True}, {"title": "tab\there"}],
+            "recurrence": "FREQ=WEEKLY;BYDAY=MO",
+            "time_zone": "Europe/Berlin",
+        },
     ],
-    ids=["defaults", "every-field", "escapes", "year-1", "year-9999", "offset"],
+    ids=["defaults", "every-field", "escapes", "year-1", "year-9999", "offset", "tags-checklist-series"],
 )
 def test_reads_serialize_a_task_byte_for_byte_as_writes_do(
     client: TestClient, alice: Actor, fields: dict[str, Any]
 ) -> None:
-    # Writes answer through TaskPublic (ORM objects); reads turn rows straight into JSON. Both must agree exactly.
+    # Rows go straight to JSON (`responses.task_json`), on reads and writes alike; both must agree exactly with each
+    # other and with TaskPublic's own serialization (the OpenAPI contract).
     created = client.post(tasks_url("me"), headers=alice.headers, json=fields)
     assert created.status_code == 201, created.text
     task_id = created.json()["id"]
@@ -890,3 +906,4 @@ def test_reads_serialize_a_task_byte_for_byte_as_writes_do(
     listed = client.get(tasks_url("me"), headers=alice.headers)
     assert listed.content == b"[" + written.content + b"]"
     assert set(read.json()) == TASK_KEYS
+    assert read.content == TaskPublic.model_validate_json(read.content).model_dump_json().encode()

@@ -143,7 +143,7 @@ class Scoped:
     checked: Executable
 
 
-def scoped(statement: Select[Any] | Update | Delete) -> Scoped:
+def scoped(statement: Select[*tuple[Any, ...]] | Update | Delete) -> Scoped:
     """`statement` (a SELECT, UPDATE or DELETE over the owner's rows, RETURNING or not) in its two forms."""
     return Scoped(statement, statement.where(LIVE_SESSION))
 

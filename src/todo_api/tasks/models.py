@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import UTC, date, datetime, time
 from enum import StrEnum
 from functools import lru_cache
@@ -19,8 +20,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic import Field as PydanticField
 from pydantic import Field as QueryField
 from sqlalchemy import (
+    JSON,
     BigInteger,
     CheckConstraint,
     Column,
@@ -34,10 +37,12 @@ from sqlalchemy import (
     literal_column,
     text,
 )
+from sqlalchemy.dialects import postgresql
 from sqlmodel import Field, SQLModel
 
 from todo_api.db import UTCDateTime, as_utc, utcnow
 from todo_api.fields import NoNul, NotNull, strip_lower
+from todo_api.tasks.recurrence import MAX_RRULE_LENGTH, RecurrenceBasis, normalize_rrule, validate_series
 
 
 class Priority(StrEnum):
@@ -57,17 +62,108 @@ DueDate = Annotated[datetime, AfterValidator(as_utc)]
 """Naive datetimes are taken as UTC; everything is stored and returned in UTC."""
 
 
+@lru_cache(maxsize=1)
+def _zone_names() -> frozenset[str]:
+    return frozenset(available_timezones() | {"UTC"})
+
+
+def _known_zone(name: str) -> str:
+    # Checked against the IANA list rather than handed to ZoneInfo, which would also try odd file paths.
+    if name not in _zone_names() or name == "localtime":  # "localtime": whatever this machine's clock says
+        raise ValueError("unknown time zone; use an IANA name such as Europe/Berlin or UTC")
+    return name
+
+
+def _blank_is_utc(value: object) -> object:
+    return "UTC" if isinstance(value, str) and not value.strip() else value
+
+
+TimeZoneName = Annotated[
+    str, BeforeValidator(_blank_is_utc), StringConstraints(strip_whitespace=True), AfterValidator(_known_zone)
+]
+"""An IANA time zone name (`Europe/Berlin`, `UTC`)."""
+
+MAX_TAGS = 20
+MAX_CHECKLIST_ITEMS = 50
+
+
+def _no_control_characters(value: str) -> str:
+    if any(unicodedata.category(character) == "Cc" for character in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+TagName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40), AfterValidator(_no_control_characters)
+]
+"""A tag: 1-40 characters after trimming, no control characters; matched ignoring case."""
+
+
+def _one_spelling_each(tags: list[str]) -> list[str]:
+    """`Work` and `work` are one tag: the first spelling stays. Sorted ignoring case, as they are returned."""
+    spellings: dict[str, str] = {}
+    for tag in tags:
+        spellings.setdefault(tag.lower(), tag)
+    return sorted(spellings.values(), key=lambda tag: (tag.lower(), tag))
+
+
+Tags = Annotated[list[TagName], QueryField(max_length=MAX_TAGS), AfterValidator(_one_spelling_each)]
+
+
+class ChecklistItem(BaseModel):
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NoNul]
+    done: bool = False
+
+
+Checklist = Annotated[list[ChecklistItem], QueryField(max_length=MAX_CHECKLIST_ITEMS)]
+Recurrence = Annotated[str, StringConstraints(max_length=MAX_RRULE_LENGTH), AfterValidator(normalize_rrule)]
+"""An RFC 5545 RRULE value (`FREQ=WEEKLY;BYDAY=MO,WE`, a leading `RRULE:` accepted), stored normalised."""
+
+_TASK_EXAMPLE: dict[str, Any] = {
+    "title": "Water the plants",
+    "priority": "medium",
+    "due_date": "2026-12-07T09:00:00Z",
+    "tags": ["home", "garden"],
+    "checklist": [{"title": "Balcony", "done": False}, {"title": "Kitchen", "done": False}],
+    "recurrence": "FREQ=WEEKLY;BYDAY=MO,TH",
+    "recurrence_basis": "due",
+    "time_zone": "Europe/Berlin",
+}
+
+
+def check_series(recurrence: str | None, due_date: datetime | None, time_zone: str) -> None:
+    if recurrence is None:
+        return
+    if due_date is None:
+        raise ValueError("a recurring task needs a due_date")
+    validate_series(recurrence, time_zone=time_zone, due=due_date)
+
+
 class TaskCreate(SQLModel):
+    model_config = {"json_schema_extra": {"examples": [_TASK_EXAMPLE]}}
+
     title: Title
     description: Description | None = None
     completed: bool = False
     priority: Priority = Priority.medium
     category: Annotated[Category | None, BeforeValidator(_blank_to_none)] = None
     due_date: DueDate | None = None
+    tags: Tags = []
+    checklist: Checklist = []
+    recurrence: Recurrence | None = None
+    recurrence_basis: RecurrenceBasis = "due"
+    time_zone: TimeZoneName = "UTC"
+
+    @model_validator(mode="after")
+    def _series(self) -> TaskCreate:
+        check_series(self.recurrence, self.due_date, self.time_zone)
+        return self
 
 
 class TaskUpdate(SQLModel):
-    """Every field optional (PUT and PATCH alike); absent fields stay as they are."""
+    """Every field optional (PUT and PATCH alike); absent fields stay as they are. `recurrence: null` ends a series."""
+
+    model_config = {"json_schema_extra": {"examples": [{"tags": ["home"], "recurrence": None}]}}
 
     title: Annotated[Title | None, NotNull] = None
     description: Description | None = None
@@ -75,6 +171,17 @@ class TaskUpdate(SQLModel):
     priority: Annotated[Priority | None, NotNull] = None
     category: Annotated[Category | None, BeforeValidator(_blank_to_none)] = None
     due_date: DueDate | None = None
+    tags: Annotated[Tags | None, NotNull] = None
+    checklist: Annotated[Checklist | None, NotNull] = None
+    recurrence: Recurrence | None = None
+    recurrence_basis: Annotated[RecurrenceBasis | None, NotNull] = None
+    time_zone: Annotated[TimeZoneName | None, NotNull] = None
+
+    @model_validator(mode="after")
+    def _series(self) -> TaskUpdate:
+        if self.recurrence is not None and "due_date" in self.model_fields_set:
+            check_series(self.recurrence, self.due_date, self.time_zone or "UTC")
+        return self
 
 
 class TaskCompletion(SQLModel):
@@ -99,12 +206,25 @@ def _trigram_index(column: str) -> Index:
     ).ddl_if(dialect="postgresql")
 
 
+_ID_TYPE = BigInteger().with_variant(Integer, "sqlite")
+"""A task id: BIGINT, and INTEGER on SQLite (where only INTEGER PRIMARY KEY is the rowid)."""
+
+
+def _json_array_column() -> Column[Any]:
+    """A JSON array, never NULL, '[]' by default: jsonb on PostgreSQL (psycopg2 returns the list), JSON text on SQLite
+    (SQLAlchemy's JSON type decodes it)."""
+    return Column(JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False, server_default="[]")
+
+
 class Task(SQLModel, table=True):
     __tablename__ = "tasks"
     # Kept in step with the migrations (src/todo_api/migrations/versions). Most indexes are partial over the live tasks
     # (trashed_at IS NULL): every list and count of live tasks then reads the index alone.
     __table_args__ = (
         CheckConstraint("priority IN ('low', 'medium', 'high')", name="priority"),
+        # On SQLite the migration declares these two on their columns (it cannot add a table constraint).
+        CheckConstraint("recurrence_basis IN ('due', 'completion')", name="recurrence_basis"),
+        CheckConstraint("recurrence IS NULL OR due_date IS NOT NULL", name="recurrence_needs_due_date"),
         Index(
             "ix_tasks_live_user_id_created_at",
             "user_id",
@@ -208,7 +328,7 @@ class Task(SQLModel, table=True):
 
     id: int | None = Field(
         default=None,
-        sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+        sa_column=Column(_ID_TYPE, primary_key=True, autoincrement=True),
     )
     user_id: str = Field(sa_column=Column(String(255), ForeignKey("users.id", ondelete="CASCADE"), nullable=False))
     title: str = Field(max_length=200)
@@ -224,6 +344,20 @@ class Task(SQLModel, table=True):
     version: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
     # Set when the task is moved to the trash; NULL for live tasks.
     trashed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Tag names as the API stores them (one spelling per name, sorted ignoring case); `task_tags` indexes them.
+    tags: list[Any] = Field(default_factory=list, sa_column=_json_array_column())
+    # [{"title": str, "done": bool}, ...]
+    checklist: list[Any] = Field(default_factory=list, sa_column=_json_array_column())
+    # Recurring tasks: an RFC 5545 RRULE value (NULL: a one-off task), counted from the due date or the completion.
+    recurrence: str | None = Field(default=None, max_length=500)
+    recurrence_basis: str = Field(default="due", sa_column=Column(String(10), nullable=False, server_default="due"))
+    time_zone: str = Field(default="UTC", sa_column=Column(String(64), nullable=False, server_default="UTC"))
+    # The series' first task (no foreign key: it may be deleted later), its first due date (the rule's anchor), this
+    # task's position in it, and the task created when this one was completed.
+    series_id: int | None = Field(default=None, sa_column=Column(_ID_TYPE, nullable=True))
+    series_start: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    occurrence: int = Field(default=1, sa_column=Column(Integer, nullable=False, server_default="1"))
+    next_task_id: int | None = Field(default=None, sa_column=Column(_ID_TYPE, nullable=True))
 
 
 class TaskCount(SQLModel, table=True):
@@ -239,6 +373,23 @@ class TaskCount(SQLModel, table=True):
     completed: bool = Field(primary_key=True)
     trashed: bool = Field(primary_key=True)
     n: int
+
+
+class TaskTag(SQLModel, table=True):
+    """One row per (task, tag): the tag as stored and lower-cased, so that filtering by a tag and listing a user's
+    tags read an index. Derived from `tasks.tags` by triggers on `tasks` (see the 0007 migration), never written by
+    the application; a deleted task's rows go by the cascade. `name_lower` is lower() of the database: every letter
+    on PostgreSQL, ASCII letters only on SQLite."""
+
+    __tablename__ = "task_tags"
+    __table_args__ = (Index("ix_task_tags_user_id_name_lower", "user_id", "name_lower", "task_id"),)
+
+    task_id: int = Field(
+        sa_column=Column(_ID_TYPE, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True, autoincrement=False)
+    )
+    user_id: str = Field(sa_column=Column(String(255), ForeignKey("users.id", ondelete="CASCADE"), nullable=False))
+    name: str = Field(max_length=40)
+    name_lower: str = Field(primary_key=True, max_length=80)
 
 
 TaskStatus = Literal["pending", "completed"]
@@ -263,6 +414,13 @@ class TaskPublic(SQLModel):
     updated_at: datetime
     version: int
     trashed_at: datetime | None
+    tags: list[str]
+    checklist: list[ChecklistItem]
+    recurrence: str | None
+    recurrence_basis: RecurrenceBasis
+    time_zone: str
+    series_id: int | None = PydanticField(description="The id of the series' first task (a recurring task)")
+    next_task_id: int | None = PydanticField(description="The series' next task, created when this one was completed")
 
     @computed_field  # type: ignore[prop-decorator]
     @property
@@ -277,27 +435,6 @@ DEFAULT_PAGE_SIZE = 100
 MAX_OFFSET = 2**31 - 1
 MAX_BULK_IDS = 500
 
-
-@lru_cache(maxsize=1)
-def _zone_names() -> frozenset[str]:
-    return frozenset(available_timezones() | {"UTC"})
-
-
-def _known_zone(name: str) -> str:
-    # Checked against the IANA list rather than handed to ZoneInfo, which would also try odd file paths.
-    if name not in _zone_names():
-        raise ValueError("unknown time zone; use an IANA name such as Europe/Berlin or UTC")
-    return name
-
-
-def _blank_is_utc(value: object) -> object:
-    return "UTC" if isinstance(value, str) and not value.strip() else value
-
-
-TimeZoneName = Annotated[
-    str, BeforeValidator(_blank_is_utc), StringConstraints(strip_whitespace=True), AfterValidator(_known_zone)
-]
-"""An IANA time zone name (`Europe/Berlin`, `UTC`)."""
 
 _DATE_ONLY = re.compile(r"\d{4}-\d{2}-\d{2}")
 # An unencoded "+" in a query string arrives as a space: "2026-05-01T09:00:00 02:00".
@@ -361,6 +498,10 @@ class TaskQuery(BaseModel):
         default=None, description="Case-insensitive substring of title or description, taken literally"
     )
     trashed: bool | None = QueryField(default=None, description="true: list the trash instead")
+    tag: list[TagName] = QueryField(
+        default=[], max_length=MAX_TAGS, description="Tasks that have every one of these tags (ignoring case)"
+    )
+    untagged: bool | None = QueryField(default=None, description="true: tasks without a tag; false: with one")
     sort_by: Annotated[SortField, BeforeValidator(_sort_field)] = QueryField(
         default="created_at", description="Also in camelCase (dueDate); empty values sort last"
     )
@@ -392,6 +533,8 @@ class TaskQuery(BaseModel):
             raise ValueError("overdue=true matches pending tasks only; it contradicts a completed filter")
         if self.due_after is not None and self.due_before is not None and self.due_after >= self.due_before:
             raise ValueError("due_after must be earlier than due_before")
+        if self.untagged and self.tag:
+            raise ValueError("untagged=true contradicts a tag filter; send one of them")
         return self
 
     @property
@@ -424,13 +567,35 @@ class BulkAction(StrEnum):
     reopen = "reopen"
     delete = "delete"
     restore = "restore"
+    tag = "tag"
+    untag = "untag"
+
+
+_TAG_ACTIONS = (BulkAction.tag, BulkAction.untag)
 
 
 class TaskBulk(SQLModel):
-    """`delete` moves the tasks to the trash; ids that are not the caller's are ignored like missing ones."""
+    """`delete` moves the tasks to the trash; `tag` and `untag` add or remove `tag` (live tasks only); ids that are
+    not the caller's are ignored like missing ones."""
 
     action: BulkAction
     ids: list[int] = Field(min_length=1, max_length=MAX_BULK_IDS)
+    tag: TagName | None = None
+
+    @model_validator(mode="after")
+    def _tag_for_tag_actions(self) -> TaskBulk:
+        if (self.action in _TAG_ACTIONS) != (self.tag is not None):
+            raise ValueError("`tag` is required by the tag and untag actions, and only by them")
+        return self
+
+
+class TagPublic(BaseModel):
+    name: str
+    count: int = PydanticField(description="Live tasks that have it")
+
+
+class TagRename(BaseModel):
+    name: TagName
 
 
 class BulkResult(SQLModel):

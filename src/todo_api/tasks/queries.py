@@ -12,22 +12,30 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, bindparam, case, delete, func, or_
+from sqlalchemy import ColumnElement, and_, bindparam, case, delete, exists, func, or_
 from sqlalchemy import select as sa_select
 from sqlalchemy.sql.expression import ColumnCollection
 
 from todo_api.auth.principal import Scoped, scoped, scoped_insert
-from todo_api.db import UTCDateTime, table
-from todo_api.tasks.models import PRIORITY_RANK, BulkAction, SortField, Task, TaskCount, TaskPublic
+from todo_api.db import UTCDateTime, standalone, table
+from todo_api.tasks.models import MAX_TAGS, PRIORITY_RANK, BulkAction, SortField, Task, TaskCount, TaskPublic, TaskTag
 
 # ruff: noqa: E712  (`completed == False`, as the partial indexes are written: PostgreSQL does not index IS FALSE)
 
 TASKS = table(Task)
 COUNTS = table(TaskCount)
+TAGS = table(TaskTag)
 LIVE = TASKS.c.trashed_at.is_(None)
 TRASHED = TASKS.c.trashed_at.is_not(None)
 OWNED = TASKS.c.user_id == bindparam("owner_id")
+# A recurring task that began a series is its own series' first task: its series_id is stored NULL (the INSERT does
+# not know the id yet) and read as its id (`responses.task_json`), or stored when its rule ends (`update_task`).
+_SERIES_ID = case(
+    (and_(TASKS.c.series_id.is_(None), TASKS.c.recurrence.is_not(None)), TASKS.c.id), else_=TASKS.c.series_id
+)
 PUBLIC_COLUMNS = tuple(TASKS.c[name] for name in TaskPublic.model_fields)
+SERIES_COLUMNS = (TASKS.c.series_start, TASKS.c.occurrence)
+"""Returned after the public columns by the statements that may complete a recurring task (`service._follow`)."""
 State = Literal["live", "trashed", "any"]
 _STATES: dict[State, tuple[ColumnElement[bool], ...]] = {"live": (LIVE,), "trashed": (TRASHED,), "any": ()}
 _ONE = TASKS.c.id == bindparam("task_id")
@@ -50,7 +58,7 @@ def find_task(state: State) -> Scoped:
 # A new task: INSERT ... SELECT of its values (checked: only while the caller's session is live). The values are bind
 # parameters named after their columns (the owner's is `:owner_id`); the database computes the generated columns.
 INSERTED_COLUMNS = tuple(column for column in TASKS.c if column.name != "id" and column.computed is None)
-INSERT_TASK: Scoped = scoped_insert(
+_INSERT_TASK = scoped_insert(
     TASKS,
     sa_select(
         *(
@@ -60,9 +68,23 @@ INSERT_TASK: Scoped = scoped_insert(
     ),
     returning=PUBLIC_COLUMNS,
 )
+INSERT_TASK = Scoped(standalone(_INSERT_TASK.plain), standalone(_INSERT_TASK.checked))
+"""A whole transaction by itself: a keyless create is one round trip (`db.standalone`)."""
 
 # What a change may set, as `new_<column>` parameters (a parameter may not share its column's name in a SET clause).
-CHANGEABLE = ("title", "description", "priority", "category", "due_date", "trashed_at")
+CHANGEABLE = (
+    "title",
+    "description",
+    "priority",
+    "category",
+    "due_date",
+    "trashed_at",
+    "tags",
+    "checklist",
+    "recurrence",
+    "recurrence_basis",
+    "time_zone",
+)
 _COMPLETION: dict[str, dict[str, Any]] = {
     # Set `completed`; `completed_at` changes only when the state does.
     "completed": {
@@ -88,6 +110,11 @@ def update_task(state: State, changes: tuple[str, ...], completion: Completion, 
     values: dict[str, Any] = {name: bindparam(f"new_{name}", type_=TASKS.c[name].type) for name in changes}
     if completion is not None:
         values.update(_COMPLETION[completion])
+    if "recurrence" in changes:
+        # A rule set anew starts a series here: anchored at the due date, counted from this task; the task stays
+        # in its series (a first task keeps its id as series_id even when the rule ends).
+        due = values["due_date"] if "due_date" in changes else TASKS.c.due_date
+        values.update(series_id=_SERIES_ID, series_start=due, occurrence=1)
     conditions = [_ONE, OWNED, *_STATES[state]]
     if conditional:
         conditions.append(_VERSION_MATCHES)
@@ -95,7 +122,7 @@ def update_task(state: State, changes: tuple[str, ...], completion: Completion, 
         TASKS.update()
         .where(*conditions)
         .values(**values, version=TASKS.c.version + 1, updated_at=_NOW)
-        .returning(*PUBLIC_COLUMNS)
+        .returning(*PUBLIC_COLUMNS, *SERIES_COLUMNS)
     )
     return scoped(statement)
 
@@ -107,22 +134,71 @@ def delete_task(*, conditional: bool) -> Scoped:
     return scoped(delete(TASKS).where(*conditions).returning(TASKS.c.id))
 
 
+_IDS = TASKS.c.id.in_(bindparam("ids", expanding=True))
+
+
 def _bulk(criteria: tuple[ColumnElement[bool], ...], values: dict[str, Any]) -> Scoped:
     return scoped(
         TASKS.update()
-        .where(OWNED, TASKS.c.id.in_(bindparam("ids", expanding=True)), *criteria)
+        .where(OWNED, _IDS, *criteria)
         .values(**values, version=TASKS.c.version + 1, updated_at=_NOW)
-        .returning(TASKS.c.id)
+        .returning(*PUBLIC_COLUMNS, *SERIES_COLUMNS)
     )
 
 
-BULK: dict[BulkAction, Scoped] = {
+BULK: dict[BulkAction, Scoped] = {  # the tag actions are per task (`TAGS_OF`, `SET_TAGS`)
     BulkAction.complete: _bulk((LIVE, TASKS.c.completed == False), {"completed": True, "completed_at": _NOW}),
     BulkAction.reopen: _bulk((LIVE, TASKS.c.completed == True), {"completed": False, "completed_at": None}),
     BulkAction.delete: _bulk((LIVE,), {"trashed_at": _NOW}),
     BulkAction.restore: _bulk((TRASHED,), {"trashed_at": None}),
 }
-"""Apply an action to the owner's tasks among `:ids` that it changes; RETURNING their ids."""
+"""Apply an action to the owner's tasks among `:ids` that it changes, RETURNING them (a completed recurring task is
+followed by its next one)."""
+
+# --- Tags ---
+# task_tags is tasks.tags as rows (name, lower(name)), kept exact by triggers on tasks: read, never written here.
+
+
+def _has_tag(parameter: str) -> ColumnElement[bool]:
+    return exists().where(
+        TAGS.c.task_id == TASKS.c.id,
+        TAGS.c.user_id == bindparam("owner_id"),
+        TAGS.c.name_lower == func.lower(bindparam(parameter)),
+    )
+
+
+TAGS_OF_LIVE: Scoped = scoped(
+    sa_select(TASKS.c.id, TASKS.c.tags).where(OWNED, LIVE, _IDS).order_by(TASKS.c.id).with_for_update()
+)
+"""The tags of the owner's live tasks among `:ids`, locked (PostgreSQL) until the transaction ends."""
+TAGGED: Scoped = scoped(
+    sa_select(TASKS.c.id, TASKS.c.tags, LIVE.label("live"))
+    .where(OWNED, _has_tag("tag"))
+    .order_by(TASKS.c.id)
+    .with_for_update()
+)
+"""The owner's tasks (live and trashed) with tag `:tag` (ignoring case), their tags and whether they are live,
+locked until the transaction ends."""
+SET_TAGS: Scoped = scoped(
+    TASKS.update()
+    .where(OWNED, _ONE)
+    .values(tags=bindparam("new_tags", type_=TASKS.c.tags.type), version=TASKS.c.version + 1, updated_at=_NOW)
+    .returning(TASKS.c.id)
+)
+LIST_TAGS: Scoped = scoped(
+    sa_select(func.min(TAGS.c.name), func.count())
+    .select_from(TAGS.join(TASKS, TASKS.c.id == TAGS.c.task_id))
+    .where(TAGS.c.user_id == bindparam("owner_id"), LIVE)
+    .group_by(TAGS.c.name_lower)
+    .order_by(TAGS.c.name_lower)
+)
+"""Each tag of the owner's live tasks (a spelling of it) and how many have it, by name."""
+
+LINK_NEXT: Scoped = scoped(
+    TASKS.update().where(OWNED, _ONE).values(next_task_id=bindparam("follower_id")).returning(*PUBLIC_COLUMNS)
+)
+"""A completed recurring task gets its follower's id (the completion already counted as its change: no version)."""
+
 
 # --- Lists ---
 
@@ -168,6 +244,9 @@ FILTERS: dict[str, ColumnElement[bool]] = {
     "not_overdue": or_(TASKS.c.completed == True, TASKS.c.due_date.is_(None), TASKS.c.due_date >= bindparam("now")),
     "due_after": TASKS.c.due_date >= bindparam("due_after"),
     "due_before": TASKS.c.due_date < bindparam("due_before"),
+    **{f"tag{n}": _has_tag(f"tag{n}") for n in range(MAX_TAGS)},
+    "untagged": ~exists().where(TAGS.c.task_id == TASKS.c.id),
+    "tagged": exists().where(TAGS.c.task_id == TASKS.c.id),
     # Case-insensitive as ILIKE is (PostgreSQL's lower() on both sides: any letter; SQLite's: ASCII), on the
     # lower-cased copies the database keeps: no row is lower-cased at search time. PostgreSQL serves it from their
     # trigram indexes.

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Body, Depends, Header, Path, Query, Request, Response, status
 
 from todo_api.auth.deps import PathOwner
 from todo_api.db import DatabaseDep
@@ -18,6 +18,8 @@ from todo_api.responses import json_response, task_headers, task_json, task_resp
 from todo_api.tasks import service
 from todo_api.tasks.models import (
     BulkResult,
+    TagPublic,
+    TagRename,
     TaskBulk,
     TaskCompletion,
     TaskCreate,
@@ -77,7 +79,7 @@ def create_task(db: DatabaseDep, owner: PathOwner, data: TaskCreate, key: Idempo
 # Before /tasks/{task_id}, so "bulk" is never read as an id.
 @router.post("/tasks/bulk", response_model=BulkResult)
 def bulk_update(db: DatabaseDep, owner: PathOwner, data: TaskBulk, key: IdempotencyKey = None) -> Response:
-    """Complete, reopen, trash (`delete`) or restore up to 500 tasks; `updated` counts those changed.
+    """Complete, reopen, trash (`delete`), restore, `tag` or `untag` up to 500 tasks; `updated` counts those changed.
     With `Idempotency-Key`, a retry returns the first result."""
     with db.transaction() as conn:
         scope = owner.scope(conn)
@@ -87,7 +89,9 @@ def bulk_update(db: DatabaseDep, owner: PathOwner, data: TaskBulk, key: Idempote
             key=key,
             request=("bulk_update", data),
             answer=lambda: json_response(
-                BulkResult(updated=service.bulk_update(conn, scope=scope, action=data.action, ids=data.ids))
+                BulkResult(
+                    updated=service.bulk_update(conn, scope=scope, action=data.action, ids=data.ids, tag=data.tag)
+                )
             ),
         )
 
@@ -169,3 +173,30 @@ def task_stats(
     with db.read() as conn:
         stats = service.task_stats(conn, scope=owner.scope(conn), zone=ZoneInfo(tz))
     return json_response(stats)
+
+
+TagName = Annotated[str, Path(min_length=1, max_length=80, description="A tag's name, in any case")]
+
+
+@router.get("/tags", response_model=list[TagPublic])
+def list_tags(db: DatabaseDep, owner: PathOwner) -> Response:
+    """The tags of the caller's live tasks with how many have each, by name."""
+    with db.read() as conn:
+        tags = service.list_tags(conn, scope=owner.scope(conn))
+    return json_response(tags)
+
+
+@router.patch("/tags/{name}", response_model=TagPublic)
+def rename_tag(db: DatabaseDep, owner: PathOwner, name: TagName, data: TagRename) -> Response:
+    """Rename a tag on every task that has it, merging into a tag of the new name; every task changed gets a new
+    version."""
+    with db.transaction() as conn:
+        tag = service.rename_tag(conn, scope=owner.scope(conn), name=name, new_name=data.name)
+    return json_response(tag)
+
+
+@router.delete("/tags/{name}", status_code=status.HTTP_204_NO_CONTENT, response_class=Response)
+def delete_tag(db: DatabaseDep, owner: PathOwner, name: TagName) -> None:
+    """Take a tag off every task that has it."""
+    with db.transaction() as conn:
+        service.delete_tag(conn, scope=owner.scope(conn), name=name)

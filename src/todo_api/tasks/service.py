@@ -6,21 +6,34 @@ commits (the route's block does). Reads return rows of `queries.PUBLIC_COLUMNS`,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import Connection, Row
+from sqlalchemy.exc import IntegrityError
 
 from todo_api.auth.principal import OwnerScope
 from todo_api.db import Database, utcnow
-from todo_api.errors import NotFound, PreconditionFailed, Unauthorized
+from todo_api.errors import NotFound, PreconditionFailed, Unauthorized, UnprocessableEntity
 from todo_api.responses import task_headers, task_json
 from todo_api.tasks import queries
-from todo_api.tasks.models import BulkAction, PriorityCounts, TaskCreate, TaskQuery, TaskStats, TaskUpdate
+from todo_api.tasks.models import (
+    BulkAction,
+    PriorityCounts,
+    TagPublic,
+    TaskCreate,
+    TaskQuery,
+    TaskStats,
+    TaskUpdate,
+    check_series,
+)
+from todo_api.tasks.recurrence import next_due
 
 TASK_NOT_FOUND = "Task not found"
+TAG_NOT_FOUND = "Tag not found"
+RECURRING_NEEDS_DUE_DATE = "a recurring task needs a due_date"
 MAX_ID = 2**63 - 1
 PURGE_BATCH_SIZE = 1000
 
@@ -48,6 +61,12 @@ def create_task(conn: Connection, *, scope: OwnerScope, data: TaskCreate) -> Row
     values = data.model_dump(mode="python")
     values.update(priority=data.priority.value, completed_at=now if data.completed else None, version=1)
     values.update(created_at=now, updated_at=now, trashed_at=None)
+    series_start = data.due_date if data.recurrence is not None else None
+    values.update(series_id=None, series_start=series_start, occurrence=1, next_task_id=None)
+    return _insert(conn, scope, values)
+
+
+def _insert(conn: Connection, scope: OwnerScope, values: dict[str, Any]) -> Row[Any]:
     row = scope.first(conn, queries.INSERT_TASK, values)
     if row is None:  # the caller was proven live after all: a session revoked and restored cannot happen
         raise Unauthorized()
@@ -60,6 +79,8 @@ def update_task(conn: Connection, *, scope: OwnerScope, task_id: int, data: Task
     completed = changes.pop("completed", None)
     if "priority" in changes:
         changes["priority"] = changes["priority"].value
+    if changes.get("recurrence") is not None and "due_date" not in changes:
+        _check_rule_against(conn, scope, task_id, changes)
     now = utcnow()
     values = {f"new_{name}": value for name, value in changes.items()}
     if completed is not None:
@@ -113,10 +134,73 @@ def _change(
     params = {**values, "task_id": _id(task_id), "now": now}
     if if_match is not None:
         params["versions"] = sorted(if_match)
-    row = scope.first(conn, statement, params)
+    try:
+        row = scope.first(conn, statement, params)
+    except IntegrityError:  # ck_tasks_recurrence_needs_due_date: the block rolls the statement back
+        raise UnprocessableEntity(RECURRING_NEEDS_DUE_DATE) from None
     if row is None:
         raise _not_applied(conn, scope, task_id, state)
-    return row
+    return row if completion is None else _follow(conn, scope, row, now)
+
+
+def _check_rule_against(conn: Connection, scope: OwnerScope, task_id: int, changes: dict[str, Any]) -> None:
+    """A rule set without a due date in the same request is checked against the task's own (422 if it has none or
+    the rule never occurs after it). A missing task is left to the update (404)."""
+    current = scope.first(conn, queries.find_task("live"), {"task_id": _id(task_id)})
+    if current is None:
+        return
+    try:
+        check_series(changes["recurrence"], current.due_date, changes.get("time_zone", current.time_zone))
+    except ValueError as exc:
+        raise UnprocessableEntity(str(exc)) from None
+
+
+def _follow(conn: Connection, scope: OwnerScope, row: Row[Any], now: datetime) -> Row[Any]:
+    """A recurring task just completed is followed by the series' next one, in the same transaction: its title,
+    description, priority, category, tags, checklist (every item undone) and rule, at the next due date. Once
+    (`next_task_id`): completing it again, after a reopen, creates no second one. Returns the completed task."""
+    if not (row.completed and row.recurrence and row.next_task_id is None and row.due_date is not None):
+        return row
+    series_start = row.series_start or row.due_date
+    due = next_due(
+        row.recurrence,
+        basis=row.recurrence_basis,
+        time_zone=row.time_zone,
+        series_start=series_start,
+        due=row.due_date,
+        completed_at=row.completed_at or now,
+        occurrence_index=row.occurrence,
+    )
+    if due is None:  # the series has ended
+        return row
+    follower = _insert(
+        conn,
+        scope,
+        {
+            "title": row.title,
+            "description": row.description,
+            "completed": False,
+            "priority": row.priority,
+            "category": row.category,
+            "due_date": due,
+            "completed_at": None,
+            "created_at": now,
+            "updated_at": now,
+            "version": 1,
+            "trashed_at": None,
+            "tags": row.tags,
+            "checklist": [{**item, "done": False} for item in row.checklist],
+            "recurrence": row.recurrence,
+            "recurrence_basis": row.recurrence_basis,
+            "time_zone": row.time_zone,
+            "series_id": row.series_id or row.id,
+            "series_start": series_start,
+            "occurrence": row.occurrence + 1,
+            "next_task_id": None,
+        },
+    )
+    linked = scope.first(conn, queries.LINK_NEXT, {"task_id": row.id, "follower_id": follower.id})
+    return row if linked is None else linked
 
 
 def _not_applied(conn: Connection, scope: OwnerScope, task_id: int, state: queries.State) -> Exception:
@@ -131,11 +215,88 @@ def _not_applied(conn: Connection, scope: OwnerScope, task_id: int, state: queri
 # --- Many tasks ---
 
 
-def bulk_update(conn: Connection, *, scope: OwnerScope, action: BulkAction, ids: Sequence[int]) -> int:
-    """Apply `action` to the owner's tasks among `ids` in one statement; returns how many actually changed. Ids
-    that are not the owner's (or do not exist) match nothing."""
+def bulk_update(
+    conn: Connection, *, scope: OwnerScope, action: BulkAction, ids: Sequence[int], tag: str | None = None
+) -> int:
+    """Apply `action` to the owner's tasks among `ids`; returns how many actually changed. Ids that are not the
+    owner's (or do not exist) match nothing. Completed recurring tasks are followed by their next ones."""
     wanted = sorted({task_id for task_id in ids if _id(task_id)})
-    return len(scope.rows(conn, queries.BULK[action], {"ids": wanted, "now": utcnow()}))
+    now = utcnow()
+    if action in (BulkAction.tag, BulkAction.untag):
+        assert tag is not None  # TaskBulk requires it
+        rows = scope.rows(conn, queries.TAGS_OF_LIVE, {"ids": wanted})
+        change = _with_tag if action is BulkAction.tag else _without_tag
+        return _retag(conn, scope, rows, lambda tags: change(tags, tag), now)
+    changed = scope.rows(conn, queries.BULK[action], {"ids": wanted, "now": now})
+    if action is BulkAction.complete:
+        for row in changed:
+            _follow(conn, scope, row, now)
+    return len(changed)
+
+
+# --- Tags ---
+
+
+def _key(tag: str) -> str:
+    return tag.lower()
+
+
+def _sorted_tags(tags: Sequence[str]) -> list[str]:
+    return sorted(tags, key=lambda tag: (_key(tag), tag))
+
+
+def _with_tag(tags: list[str], tag: str) -> list[str]:
+    return tags if any(_key(t) == _key(tag) for t in tags) else _sorted_tags([*tags, tag])
+
+
+def _without_tag(tags: list[str], tag: str) -> list[str]:
+    return [t for t in tags if _key(t) != _key(tag)]
+
+
+def _retag(
+    conn: Connection,
+    scope: OwnerScope,
+    rows: Sequence[Row[Any]],
+    change: Callable[[list[str]], list[str]],
+    now: datetime,
+) -> int:
+    """Give each task (`rows` of id and tags, locked) its changed tags; each one that changes gets version + 1."""
+    changed = 0
+    for row in rows:
+        task_id, tags = row.id, row.tags
+        new_tags = change(list(tags))
+        if new_tags != list(tags):
+            scope.rows(conn, queries.SET_TAGS, {"task_id": task_id, "new_tags": new_tags, "now": now})
+            changed += 1
+    return changed
+
+
+def list_tags(conn: Connection, *, scope: OwnerScope) -> list[TagPublic]:
+    tags = (tuple(row) for row in scope.rows(conn, queries.LIST_TAGS, {}))
+    return [TagPublic(name=name, count=count) for name, count in tags]
+
+
+def rename_tag(conn: Connection, *, scope: OwnerScope, name: str, new_name: str) -> TagPublic:
+    """Rename the tag on every task that has it (merging into a tag of the new name a task already has), in one
+    transaction with each task locked; 404 when no task has it."""
+    rows = scope.rows(conn, queries.TAGGED, {"tag": name})
+    if not rows:
+        raise NotFound(TAG_NOT_FOUND)
+
+    def renamed(tags: list[str]) -> list[str]:
+        kept = [t for t in tags if _key(t) not in (_key(name), _key(new_name))]
+        return _sorted_tags([*kept, new_name])
+
+    _retag(conn, scope, rows, renamed, utcnow())
+    return TagPublic(name=new_name, count=sum(1 for row in rows if row.live))
+
+
+def delete_tag(conn: Connection, *, scope: OwnerScope, name: str) -> None:
+    """Take the tag off every task that has it; 404 when no task has it."""
+    rows = scope.rows(conn, queries.TAGGED, {"tag": name})
+    if not rows:
+        raise NotFound(TAG_NOT_FOUND)
+    _retag(conn, scope, rows, lambda tags: _without_tag(tags, name), utcnow())
 
 
 def list_tasks(conn: Connection, *, scope: OwnerScope, query: TaskQuery) -> tuple[Sequence[Row[Any]], int]:
@@ -204,6 +365,11 @@ def _filters(query: TaskQuery, now: datetime) -> tuple[tuple[str, ...], dict[str
     if query.search:
         names.append("search")
         params["pattern"] = f"%{_escape_like(query.search)}%"
+    for n, tag in enumerate(dict.fromkeys(query.tag)):
+        names.append(f"tag{n}")
+        params[f"tag{n}"] = tag
+    if query.untagged is not None:
+        names.append("untagged" if query.untagged else "tagged")
     return tuple(names), params
 
 
