@@ -539,6 +539,19 @@ class Fixtures:
     task_id: int
     writer: Account  # the create case adds its rows here, so the list stays at 100
     login: Account
+    tagged: bool = False  # --tagged: every task sent (the reader's, the create case's) carries tags and a checklist
+    tasks: int = 0  # the reader's tasks, as its list answers (checked against the number created)
+    returns_tags: bool = False  # the service gave back the tags and checklist it was sent (one GET at seeding)
+
+
+# --tagged: every task the bench sends carries 2 tags and 3 checklist items. A service older than tags ignores them
+# (its request models ignore unknown fields), so --tagged --baseline <older commit> measures today's tagged tasks
+# against that commit's plain ones.
+TAGGED_CHECKLIST: list[dict[str, Any]] = [{"title": "one"}, {"title": "two", "done": True}, {"title": "three"}]
+
+
+def tagged_fields(number: int) -> dict[str, Any]:
+    return {"tags": ["work", f"t{number % 7}"], "checklist": TAGGED_CHECKLIST}
 
 
 def _register(base: str, label: str) -> Account:
@@ -551,16 +564,58 @@ def _register(base: str, label: str) -> Account:
     return Account(body["user"]["id"], email, body["access_token"])
 
 
-def create_fixtures(base: str, tasks: int = 100) -> Fixtures:
+def create_fixtures(base: str, tasks: int = 100, *, tagged: bool = False) -> Fixtures:
+    """The reader's tasks (with --tagged: 2 tags and 3 checklist items each), the writer and the login account.
+
+    Checked: the reader's list holds exactly `tasks` tasks; and, tagged, whether one task read back has the tags
+    and checklist it was sent (`returns_tags`: a service that predates them drops them).
+    """
     reader = _register(base, "reader")
     task_ids = []
     for number in range(tasks):
         task = {"title": f"Task {number}", "description": "x" * 80, "priority": "high", "category": "bench"}
+        if tagged:
+            task |= tagged_fields(number)
         status, body = _request(base, "POST", f"/api/{reader.id}/tasks", task, reader.token)
         if status != 201:
             raise BenchError(f"create task answered {status}: {body}")
         task_ids.append(body["id"])
-    return Fixtures(reader, task_ids[len(task_ids) // 2], _register(base, "writer"), _register(base, "login"))
+    status, listed = _request(base, "GET", f"/api/{reader.id}/tasks?limit={max(tasks, 1)}", token=reader.token)
+    if status != 200 or not isinstance(listed, list) or len(listed) != tasks:
+        found = len(listed) if isinstance(listed, list) else listed
+        raise BenchError(f"the reader's list answered {status} with {found} tasks, expected {tasks}")
+    middle = len(task_ids) // 2
+    returns_tags = False
+    if tagged:
+        status, task = _request(base, "GET", f"/api/{reader.id}/tasks/{task_ids[middle]}", token=reader.token)
+        if status != 200:
+            raise BenchError(f"reading task {task_ids[middle]} back answered {status}: {task}")
+        sent = tagged_fields(middle)
+        returns_tags = sorted(map(str.lower, task.get("tags") or [])) == sorted(sent["tags"]) and [
+            (item.get("title"), bool(item.get("done"))) for item in task.get("checklist") or []
+        ] == [(item["title"], bool(item.get("done"))) for item in sent["checklist"]]
+    return Fixtures(
+        reader,
+        task_ids[middle],
+        _register(base, "writer"),
+        _register(base, "login"),
+        tagged=tagged,
+        tasks=len(listed),
+        returns_tags=returns_tags,
+    )
+
+
+def seed_service(base: str, name: str, *, tagged: bool, require_tags: bool) -> Fixtures:
+    """create_fixtures, with a progress line; tagged and require_tags (ours): the tags must come back."""
+    what = "100 tasks (2 tags and 3 checklist items each)" if tagged else "100 tasks"
+    print(f"bench: {name}: creating users and {what} through the API ...", flush=True)
+    fixtures = create_fixtures(base, tagged=tagged)
+    if tagged:
+        if require_tags and not fixtures.returns_tags:
+            raise BenchError(f"--tagged: {name} did not give back the tags and checklist of the tasks it was sent")
+        kept = "returns them" if fixtures.returns_tags else "ignores them (its tasks have none)"
+        print(f"bench: {name}: {fixtures.tasks} tasks in the reader's list; tags and checklists: {kept}", flush=True)
+    return fixtures
 
 
 @dataclass
@@ -853,7 +908,10 @@ def service_loads(fixtures: Fixtures) -> dict[str, Load]:
             f"/api/{writer.id}/tasks",
             method="POST",
             token=writer.token,
-            body=json.dumps({"title": "A benchmark task", "description": "x" * 80, "priority": "high"}),
+            body=json.dumps(
+                {"title": "A benchmark task", "description": "x" * 80, "priority": "high"}
+                | (tagged_fields(0) if fixtures.tagged else {})
+            ),
             expect=201,
         ),
         "login": Load(
@@ -1261,6 +1319,12 @@ def _parser() -> argparse.ArgumentParser:
         f"cases among {', '.join(REFERENCE_CASES)}, in the same run (default: on; off with --baseline)",
     )
     parser.add_argument(
+        "--tagged",
+        action="store_true",
+        help="every task the bench creates (the reader's 100, the create case's) carries 2 tags and 3 checklist "
+        "items; checked to come back from ours; a --baseline that predates tags ignores them",
+    )
+    parser.add_argument(
         "--hold",
         action="store_true",
         help="after seeding, print the server pid and tokens and wait for Ctrl-C (for profiling by hand)",
@@ -1361,8 +1425,7 @@ def main(argv: list[str] | None = None) -> int:
                     if ours is not None:
                         check_export_server(server, ours)
                     if fixtures is None:
-                        print("bench: creating users and 100 tasks through the API ...", flush=True)
-                        fixtures = create_fixtures(server.url)
+                        fixtures = seed_service(server.url, "ours", tagged=args.tagged, require_tags=True)
                     reference = None
                     if workers == 1 and reference_cases:
                         # Up next to ours (idle while ours is measured, and the other way round).
@@ -1391,8 +1454,13 @@ def main(argv: list[str] | None = None) -> int:
                         )
                         check_export_server(base_server, baseline)
                         if base_fixtures is None:
-                            print("bench: baseline: creating users and 100 tasks through the API ...", flush=True)
-                            base_fixtures = create_fixtures(base_server.url)
+                            base_fixtures = seed_service(
+                                base_server.url, "baseline", tagged=args.tagged, require_tags=False
+                            )
+                            if base_fixtures.tasks != fixtures.tasks:
+                                raise BenchError(
+                                    f"the baseline's reader has {base_fixtures.tasks} tasks, ours {fixtures.tasks}"
+                                )
                         base_peer = Peer(
                             new_bench(base_server, base_backends),
                             service_loads(base_fixtures),
@@ -1470,6 +1538,14 @@ def main(argv: list[str] | None = None) -> int:
             "warmup_s": args.warmup,
             "repeat": args.repeat,
             "wrk_timeout_s": args.timeout,
+            # every task sent carries 2 tags and 3 checklist items; whether each side gave them back
+            "tagged": args.tagged,
+            "returns_tags": {
+                "ours": fixtures.returns_tags if fixtures is not None else None,
+                "baseline": base_fixtures.returns_tags if base_fixtures is not None else None,
+            }
+            if args.tagged
+            else None,
         },
         "bcrypt": {"rounds": rounds, "seconds": hash_seconds, "bound_per_s": bound},
         "template": TEMPLATE,
