@@ -197,6 +197,17 @@ def fill(engine: Engine, user_id: str, count: int, seed: int = 5) -> None:
         }
         if found != dict(expected):
             raise RuntimeError(f"task_tags does not match tasks.tags: {found} != {dict(expected)}")
+        # ... and marked the live tasks' rows live.
+        expected_live = Counter(tag.lower() for row in rows if row["trashed_at"] is None for tag in row["tags"])
+        found_live = {
+            row[0]: row[1]
+            for row in connection.execute(
+                text("SELECT name_lower, count(*) FROM task_tags WHERE user_id = :u AND live GROUP BY name_lower"),
+                {"u": user_id},
+            )
+        }
+        if found_live != dict(expected_live):
+            raise RuntimeError(f"task_tags.live does not match tasks: {found_live} != {dict(expected_live)}")
         print(
             f"task_tags: {sum(found.values()):,} rows for {sum(1 for row in rows if row['tags']):,} tagged tasks "
             f"({COMMON_TAG}: {found.get(COMMON_TAG, 0):,}, {OTHER_TAG}: {found.get(OTHER_TAG, 0):,}, "

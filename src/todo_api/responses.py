@@ -35,8 +35,6 @@ def task_json(row: Row[Any]) -> dict[str, Any]:
     task["status"] = task_status(task["completed"])
     if task["series_id"] is None and task["recurrence"] is not None:
         task["series_id"] = task["id"]  # a series' first task (tasks.queries: stored NULL until its rule ends)
-    if task["checklist"]:  # in ChecklistItem's key order (PostgreSQL's jsonb keeps keys in an order of its own)
-        task["checklist"] = [{"title": item["title"], "done": item["done"]} for item in task["checklist"]]
     return task
 
 

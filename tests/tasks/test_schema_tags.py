@@ -6,7 +6,7 @@ Rows are written with Core through `db_session` (rolled back after each test), a
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,10 +15,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from todo_api.auth.models import User
+from todo_api.auth.principal import OwnerScope
 from todo_api.config import normalize_database_url
 from todo_api.db import table
 from todo_api.migrations import downgrade, upgrade
 from todo_api.models import Task, TaskTag
+from todo_api.tasks import service
+from todo_api.tasks.models import TaskQuery
 
 TASKS = table(Task)
 TAGS = table(TaskTag)
@@ -58,6 +61,17 @@ def tag_rows(conn: Connection, task_id: int) -> list[tuple[str, str]]:
 
 def set_tags(conn: Connection, task_id: int, tags: list[Any]) -> None:
     conn.execute(update(TASKS).where(TASKS.c.id == task_id).values(tags=tags))
+
+
+def set_values(conn: Connection, task_id: int, **values: Any) -> None:
+    conn.execute(update(TASKS).where(TASKS.c.id == task_id).values(**values))
+
+
+def live_rows(conn: Connection, task_id: int) -> list[tuple[str, bool]]:
+    rows = conn.execute(
+        select(TAGS.c.name_lower, TAGS.c.live).where(TAGS.c.task_id == task_id).order_by(TAGS.c.name_lower)
+    )
+    return [(row.name_lower, row.live) for row in rows]
 
 
 def test_existing_and_new_tasks_default_to_no_tags_checklist_or_recurrence(conn: Connection, user_id: str) -> None:
@@ -192,6 +206,148 @@ def test_deleting_a_task_or_its_user_deletes_its_rows(conn: Connection, user_id:
     assert tag_rows(conn, theirs) == [("home", "home")]
 
 
+def test_live_follows_trash_restore_and_tag_changes(conn: Connection, user_id: str) -> None:
+    now = datetime.now(UTC)
+    task_id = new_task(conn, user_id, tags=["home", "Work"])
+    born_trashed = new_task(conn, user_id, tags=["home"], trashed_at=now)
+    untagged = new_task(conn, user_id)
+    assert live_rows(conn, task_id) == [("home", True), ("work", True)]
+    assert live_rows(conn, born_trashed) == [("home", False)]
+
+    set_values(conn, task_id, trashed_at=now)
+    assert live_rows(conn, task_id) == [("home", False), ("work", False)]
+    set_values(conn, task_id, trashed_at=now + timedelta(seconds=1))  # still in the trash
+    assert live_rows(conn, task_id) == [("home", False), ("work", False)]
+    set_tags(conn, task_id, ["home", "later"])  # retagged in the trash
+    assert live_rows(conn, task_id) == [("home", False), ("later", False)]
+    set_values(conn, task_id, trashed_at=None)  # restored
+    assert live_rows(conn, task_id) == [("home", True), ("later", True)]
+    set_values(conn, task_id, title="renamed", completed=True, trashed_at=None)  # live, and stays so
+    assert live_rows(conn, task_id) == [("home", True), ("later", True)]
+
+    # Trash or restore and tags in one statement, in every combination.
+    set_values(conn, task_id, trashed_at=now, tags=["moved"])
+    assert live_rows(conn, task_id) == [("moved", False)]
+    set_values(conn, task_id, trashed_at=None, tags=["back", "home"])
+    assert live_rows(conn, task_id) == [("back", True), ("home", True)]
+    set_values(conn, task_id, trashed_at=now, tags=[])
+    assert live_rows(conn, task_id) == []
+    set_values(conn, task_id, trashed_at=None, tags=["x"])
+    assert live_rows(conn, task_id) == [("x", True)]
+    set_values(conn, untagged, trashed_at=now, tags=["new"])
+    assert live_rows(conn, untagged) == [("new", False)]
+    set_values(conn, untagged, trashed_at=None, tags=[])
+    assert live_rows(conn, untagged) == []
+
+    # One statement trashing, then restoring, several tasks (one without tags, one already trashed).
+    everyone = update(TASKS).where(TASKS.c.user_id == user_id)
+    conn.execute(everyone.values(trashed_at=now))
+    assert [live_rows(conn, n) for n in (task_id, born_trashed, untagged)] == [[("x", False)], [("home", False)], []]
+    conn.execute(everyone.values(trashed_at=None))
+    assert [live_rows(conn, n) for n in (task_id, born_trashed, untagged)] == [[("x", True)], [("home", True)], []]
+
+
+# (tags, trashed, completed) of the tasks the counts are checked on: names in several spellings, trashed tasks with
+# the same tags, untagged ones in both states.
+COUNTED_TASKS: list[tuple[list[str], bool, bool]] = [
+    (["Home"], False, False),
+    (["home", "work"], False, True),
+    (["work"], False, False),
+    ([], False, False),
+    ([], False, True),
+    (["errand", "Work"], True, False),
+    (["home"], True, False),
+    ([], True, False),
+    (["errand", "HOME", "work"], False, False),
+    (["errand", "home"], False, True),
+    (["Errand"], False, False),
+]
+COUNTED_QUERIES: list[dict[str, Any]] = [
+    {"tag": ["home"]},
+    {"tag": ["HOME", "work"]},
+    {"tag": ["work", "home"]},
+    {"tag": ["home", "work", "errand"]},
+    {"tag": ["home", "Home"]},
+    {"tag": ["nothing"]},
+    {"tag": ["home", "nothing"]},
+    {"tag": ["errand"], "status": "pending"},
+    {"tag": ["home"], "trashed": True},
+    {"tag": ["errand", "work"], "trashed": True},
+    {"untagged": True},
+    {"untagged": False},
+    {"untagged": True, "trashed": True},
+    {"untagged": False, "status": "completed"},
+]
+
+
+def expected_ids(tasks: dict[int, tuple[list[str], bool, bool]], query: dict[str, Any]) -> set[int]:
+    wanted = {tag.lower() for tag in query.get("tag", [])}
+    status = query.get("status")
+    return {
+        task_id
+        for task_id, (tags, trashed, completed) in tasks.items()
+        if trashed == query.get("trashed", False)
+        and wanted <= {tag.lower() for tag in tags}
+        and query.get("untagged", not tags) == (not tags)
+        and status in (None, "completed" if completed else "pending")
+    }
+
+
+def test_tag_counts_and_the_tag_list_stay_exact(conn: Connection, user_id: str) -> None:
+    """The live tag filters count from task_tags alone, the tag list reads it alone and `untagged` reads the array:
+    each agrees with the tasks themselves, after trash, restore and tag changes too."""
+    now = datetime.now(UTC)
+    scope = OwnerScope(user_id)
+    other_user = new_user(conn)
+    new_task(conn, other_user, tags=["home", "work", "errand"])  # never counted
+    tasks = {
+        new_task(conn, user_id, tags=tags, trashed_at=now if trashed else None, completed=completed): (
+            tags,
+            trashed,
+            completed,
+        )
+        for tags, trashed, completed in COUNTED_TASKS
+    }
+
+    def check() -> None:
+        for query in COUNTED_QUERIES:
+            expected = expected_ids(tasks, query)
+            rows, total = service.list_tasks(conn, scope=scope, query=TaskQuery.model_validate(query))
+            assert ({row.id for row in rows}, total) == (expected, len(expected)), query
+            # One row per page: the total is counted (on the first page and, counted first, on the second).
+            for offset in (0, 1):
+                paged = TaskQuery.model_validate({**query, "limit": 1, "offset": offset})
+                assert service.list_tasks(conn, scope=scope, query=paged)[1] == len(expected), (query, offset)
+        live_tags: dict[str, list[str]] = {}
+        for tags, trashed, _ in tasks.values():
+            for tag in [] if trashed else tags:
+                live_tags.setdefault(tag.lower(), []).append(tag)
+        listed = service.list_tags(conn, scope=scope)
+        assert {tag.name.lower(): tag.count for tag in listed} == {
+            name: len(found) for name, found in live_tags.items()
+        }
+        assert all(tag.name in live_tags[tag.name.lower()] for tag in listed)
+        assert [tag.name.lower() for tag in listed] == sorted(live_tags)
+
+    check()
+    first, second, *_, untagged_done, trashed_errand = list(tasks)[:6]
+    # (task, new tags or None, trashed after): trash, restore, retag, and retag and trash at once.
+    changes: list[tuple[int, list[str] | None, bool]] = [
+        (first, None, True),
+        (trashed_errand, None, False),
+        (second, ["errand"], False),
+        (untagged_done, ["home"], True),
+    ]
+    for task_id, new_tags, trashed in changes:
+        tags, _, completed = tasks[task_id]
+        values: dict[str, Any] = {"trashed_at": now if trashed else None}
+        if new_tags is not None:
+            values["tags"] = tags = new_tags
+        set_values(conn, task_id, **values)
+        tasks[task_id] = (tags, trashed, completed)
+        check()
+
+
 def refused(conn: Connection, statement: Any) -> None:
     """`statement` fails on a CHECK constraint (in a savepoint, so the test's transaction goes on)."""
     with pytest.raises(IntegrityError), conn.begin_nested():
@@ -232,6 +388,8 @@ NEW_COLUMNS = {
 }
 COUNT_TRIGGERS = {"task_counts_insert", "task_counts_update", "task_counts_delete"}
 CHECKS = {"ck_tasks_recurrence_basis", "ck_tasks_recurrence_needs_due_date"}
+TAG_TRIGGERS = {"task_tags_insert", "task_tags_update", "task_tags_trash"}
+UNTAGGED_INDEX = "ix_tasks_live_untagged_user_id_created_at"
 
 
 def triggers_and_checks(conn: Connection) -> tuple[set[str], set[str]]:
@@ -243,6 +401,14 @@ def triggers_and_checks(conn: Connection) -> tuple[set[str], set[str]]:
     triggers = "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'tasks'"
     ddl = conn.execute(text("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'tasks'")).scalar_one()
     return set(conn.execute(text(triggers)).scalars()), {name for name in CHECKS if name in ddl}
+
+
+def task_indexes(conn: Connection) -> set[str]:
+    if conn.dialect.name == "postgresql":
+        return set(conn.execute(text("SELECT indexname FROM pg_indexes WHERE tablename = 'tasks'")).scalars())
+    return set(
+        conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'tasks'")).scalars()
+    )
 
 
 def test_the_migration_keeps_existing_tasks_and_reverses(scratch_database_url: str) -> None:
@@ -267,7 +433,8 @@ def test_the_migration_keeps_existing_tasks_and_reverses(scratch_database_url: s
             conn.execute(text(old_task), [{"title": "Old ONE"}, {"title": "Old two"}])
         upgrade(url)
         with engine.begin() as conn:
-            assert triggers_and_checks(conn) == (COUNT_TRIGGERS | {"task_tags_insert", "task_tags_update"}, CHECKS)
+            assert triggers_and_checks(conn) == (COUNT_TRIGGERS | TAG_TRIGGERS, CHECKS)
+            assert UNTAGGED_INDEX in task_indexes(conn)
             rows = conn.execute(
                 select(TASKS.c.tags, TASKS.c.checklist, TASKS.c.recurrence, TASKS.c.recurrence_basis).order_by(
                     TASKS.c.id
@@ -279,6 +446,7 @@ def test_the_migration_keeps_existing_tasks_and_reverses(scratch_database_url: s
                 insert(TASKS).values(user_id="u1", title="New", tags=["B", "a"]).returning(TASKS.c.id)
             ).scalar_one()
             assert tag_rows(conn, tagged) == [("a", "a"), ("B", "b")]
+            assert live_rows(conn, tagged) == [("a", True), ("b", True)]
             assert conn.execute(text(counts)).scalar_one() == 3  # the count triggers survived
             titles = conn.execute(text("SELECT title_lower FROM tasks ORDER BY id")).scalars().all()
             assert titles == ["old one", "old two", "new"]  # so did the generated columns
@@ -288,6 +456,7 @@ def test_the_migration_keeps_existing_tasks_and_reverses(scratch_database_url: s
         assert "task_tags" not in inspect(engine).get_table_names()
         with engine.begin() as conn:
             assert triggers_and_checks(conn) == (COUNT_TRIGGERS, set())
+            assert UNTAGGED_INDEX not in task_indexes(conn)
             conn.execute(text(old_task), {"title": "After"})
             assert conn.execute(text(counts)).scalar_one() == 4
             assert conn.execute(text("SELECT title_lower FROM tasks WHERE title = 'After'")).scalar_one() == "after"

@@ -25,6 +25,7 @@ from pydantic import Field as QueryField
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     Column,
     ColumnClause,
@@ -40,7 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlmodel import Field, SQLModel
 
-from todo_api.db import UTCDateTime, as_utc, utcnow
+from todo_api.db import UTCDateTime, as_utc, table, utcnow
 from todo_api.fields import NoNul, NotNull, strip_lower
 from todo_api.tasks.recurrence import MAX_RRULE_LENGTH, RecurrenceBasis, normalize_rrule, validate_series
 
@@ -111,8 +112,10 @@ Tags = Annotated[list[TagName], QueryField(max_length=MAX_TAGS), AfterValidator(
 
 
 class ChecklistItem(BaseModel):
-    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NoNul]
+    # `done` first: PostgreSQL's jsonb keeps an object's keys shortest first, so rows render in this order as they
+    # are (`responses.task_json`), with no per-item rebuild.
     done: bool = False
+    title: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), NoNul]
 
 
 Checklist = Annotated[list[ChecklistItem], QueryField(max_length=MAX_CHECKLIST_ITEMS)]
@@ -382,7 +385,19 @@ class TaskTag(SQLModel, table=True):
     on PostgreSQL, ASCII letters only on SQLite."""
 
     __tablename__ = "task_tags"
-    __table_args__ = (Index("ix_task_tags_user_id_name_lower", "user_id", "name_lower", "task_id"),)
+    __table_args__ = (
+        # A user's tasks with a tag, live or trashed (renaming or deleting a tag).
+        Index("ix_task_tags_user_id_name_lower", "user_id", "name_lower", "task_id"),
+        # A user's live tasks with a tag and their count (from the index alone), and the tag list.
+        Index(
+            "ix_task_tags_live_user_id_name_lower",
+            "user_id",
+            "name_lower",
+            "task_id",
+            postgresql_where=text("live"),  # PostgreSQL reads the queries' `live = true` as `live`
+            sqlite_where=text("live = 1"),  # SQLite needs the queries' very term
+        ),
+    )
 
     task_id: int = Field(
         sa_column=Column(_ID_TYPE, ForeignKey("tasks.id", ondelete="CASCADE"), primary_key=True, autoincrement=False)
@@ -390,6 +405,23 @@ class TaskTag(SQLModel, table=True):
     user_id: str = Field(sa_column=Column(String(255), ForeignKey("users.id", ondelete="CASCADE"), nullable=False))
     name: str = Field(max_length=40)
     name_lower: str = Field(primary_key=True, max_length=80)
+    # The task's `trashed_at IS NULL`, kept by the triggers (on trash and restore too): a live tag filter, its count
+    # and the tag list read task_tags alone.
+    live: bool = Field(sa_column=Column(Boolean, nullable=False))
+
+
+# `untagged`: a user's live tasks without tags (`tags = '[]'`, the same jsonb on PostgreSQL and the same text on
+# SQLite), newest first, and their count, from this index alone (migration 0007).
+_LIVE_UNTAGGED = text("trashed_at IS NULL AND tags = '[]'")
+_TASKS = table(Task)
+Index(
+    "ix_tasks_live_untagged_user_id_created_at",
+    _TASKS.c.user_id,
+    _TASKS.c.created_at,
+    _TASKS.c.id,
+    postgresql_where=_LIVE_UNTAGGED,
+    sqlite_where=_LIVE_UNTAGGED,
+)
 
 
 TaskStatus = Literal["pending", "completed"]

@@ -303,16 +303,21 @@ def list_tasks(conn: Connection, *, scope: OwnerScope, query: TaskQuery) -> tupl
     """One page of the owner's tasks matching `query`, and how many match in all."""
     filters, params = _filters(query, utcnow())
     shape = (filters, query.sort_by, query.sort_order == "desc")
-    if query.offset == 0:
+    from_tags = queries.counted_from_tags(filters)
+    if query.offset == 0 and not from_tags:
         # The first page, with one row more than asked: when every match fits on it (the usual todo list), that is
         # the total, and no count is needed.
         page = scope.rows(conn, queries.page(*shape, from_end=False), {**params, "offset": 0, "limit": query.limit + 1})
         if len(page) <= query.limit:
             return page, len(page)
         return page[: query.limit], _total(conn, scope, filters, params)
+    # A list of live tasks by tags alone is counted first (from task_tags alone, cheap), so that its page can read a
+    # few matches as one set (`queries.FEW_TAGGED`).
     total = _total(conn, scope, filters, params)
     if query.offset >= total:
         return [], total
+    if from_tags and total <= queries.FEW_TAGGED:
+        shape = (queries.few_tagged(filters), query.sort_by, query.sort_order == "desc")
     offset, limit = query.offset, min(query.limit, total - query.offset)
     from_end = offset > total // 2
     if from_end:
@@ -365,8 +370,10 @@ def _filters(query: TaskQuery, now: datetime) -> tuple[tuple[str, ...], dict[str
     if query.search:
         names.append("search")
         params["pattern"] = f"%{_escape_like(query.search)}%"
+    # A list of live tasks reads the live tasks' tag rows (and counts from them alone: `queries.total`).
+    tag_filter = "live_tag" if names[:1] == ["live"] else "tag"
     for n, tag in enumerate(dict.fromkeys(query.tag)):
-        names.append(f"tag{n}")
+        names.append(f"{tag_filter}{n}")
         params[f"tag{n}"] = tag
     if query.untagged is not None:
         names.append("untagged" if query.untagged else "tagged")

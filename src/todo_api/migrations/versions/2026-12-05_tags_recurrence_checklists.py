@@ -22,6 +22,14 @@ after an UPDATE that changes `tags`, the task's rows are replaced; a deleted tas
 spelling is kept (ON CONFLICT DO NOTHING), and JSON nulls in it are skipped. Existing tasks have no tags, so the
 table starts empty. `user_id` is copied from the task when its tags are written (a task never changes owner).
 
+`task_tags.live` is the task's `trashed_at IS NULL`: set when the rows are written, and rewritten by a third trigger
+after an UPDATE OF trashed_at that trashes or restores a task with tags. So a live tag filter, its count (X-Total-Count)
+and the tag list read `task_tags` alone (the counts from the partial index `ix_task_tags_live_user_id_name_lower`
+alone); they no longer join every live task to learn which tasks are live. The index over all rows stays for the
+tag's tasks in both states (renaming or deleting a tag takes its trashed tasks too).
+`ix_tasks_live_untagged_user_id_created_at` serves `untagged` (`tags = '[]'`: written so, it means the same jsonb on
+PostgreSQL and the same text on SQLite, where an empty array is always stored as '[]') and its count.
+
 lower(): PostgreSQL folds every letter, SQLite only ASCII ones (as for `search`): on SQLite `name_lower` of `Ärger`
 is `Ärger`, and only a query lower-casing the same way finds it.
 
@@ -36,6 +44,7 @@ dropping the columns again needs >= 3.35.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -73,18 +82,20 @@ COLUMNS = [
     ("next_task_id", "BIGINT", "INTEGER"),
 ]
 
-TAG_TRIGGERS = ("task_tags_insert", "task_tags_update")
+TAG_TRIGGERS = ("task_tags_insert", "task_tags_update", "task_tags_trash")
+TAG_FUNCTIONS = ("task_tags_apply", "task_tags_live")
 
 # PostgreSQL: row-level triggers (a trigger on `UPDATE OF tags` cannot have transition tables); the WHEN clauses
-# spare the call for tasks without tags and for updates that leave the tags alone.
+# spare the call for tasks without tags and for updates that leave the tags (or the task's state) alone. An UPDATE
+# that changes both tags and trashed_at runs both; either order leaves the rows right.
 PG_TAGS_FUNCTION = """
 CREATE FUNCTION task_tags_apply() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP = 'UPDATE' THEN
         DELETE FROM task_tags WHERE task_id = NEW.id;
     END IF;
-    INSERT INTO task_tags (task_id, user_id, name, name_lower)
-    SELECT NEW.id, NEW.user_id, element.name, lower(element.name)
+    INSERT INTO task_tags (task_id, user_id, name, name_lower, live)
+    SELECT NEW.id, NEW.user_id, element.name, lower(element.name), NEW.trashed_at IS NULL
     FROM jsonb_array_elements_text(NEW.tags) WITH ORDINALITY AS element(name, n)
     WHERE element.name IS NOT NULL
     ORDER BY element.n
@@ -93,24 +104,43 @@ BEGIN
 END
 $$
 """
+PG_LIVE_FUNCTION = """
+CREATE FUNCTION task_tags_live() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    UPDATE task_tags SET live = NEW.trashed_at IS NULL WHERE task_id = NEW.id;
+    RETURN NULL;
+END
+$$
+"""
+_STATE_CHANGES = "(OLD.trashed_at IS NULL) <> (NEW.trashed_at IS NULL)"
 PG_TAGS_TRIGGERS = [
     "CREATE TRIGGER task_tags_insert AFTER INSERT ON tasks FOR EACH ROW WHEN (NEW.tags <> '[]'::jsonb) "
     "EXECUTE FUNCTION task_tags_apply()",
     "CREATE TRIGGER task_tags_update AFTER UPDATE OF tags ON tasks "
     "FOR EACH ROW WHEN (OLD.tags IS DISTINCT FROM NEW.tags) EXECUTE FUNCTION task_tags_apply()",
+    "CREATE TRIGGER task_tags_trash AFTER UPDATE OF trashed_at ON tasks "
+    f"FOR EACH ROW WHEN ({_STATE_CHANGES} AND NEW.tags <> '[]'::jsonb) EXECUTE FUNCTION task_tags_live()",
 ]
 # SQLite: json_each's `key` is the position in the array. (An INSERT ... SELECT with an upsert clause needs the
 # WHERE to parse.)
 _SQLITE_INSERT_TAGS = (
-    "INSERT INTO task_tags (task_id, user_id, name, name_lower) "
-    "SELECT NEW.id, NEW.user_id, value, lower(value) FROM json_each(NEW.tags) WHERE value IS NOT NULL ORDER BY key "
+    "INSERT INTO task_tags (task_id, user_id, name, name_lower, live) "
+    "SELECT NEW.id, NEW.user_id, value, lower(value), NEW.trashed_at IS NULL FROM json_each(NEW.tags) "
+    "WHERE value IS NOT NULL ORDER BY key "
     "ON CONFLICT (task_id, name_lower) DO NOTHING;"
 )
 SQLITE_TAGS_TRIGGERS = [
     f"CREATE TRIGGER task_tags_insert AFTER INSERT ON tasks WHEN NEW.tags <> '[]' BEGIN {_SQLITE_INSERT_TAGS} END",
     "CREATE TRIGGER task_tags_update AFTER UPDATE OF tags ON tasks WHEN OLD.tags IS NOT NEW.tags BEGIN "
     f"DELETE FROM task_tags WHERE task_id = NEW.id; {_SQLITE_INSERT_TAGS} END",
+    f"CREATE TRIGGER task_tags_trash AFTER UPDATE OF trashed_at ON tasks WHEN {_STATE_CHANGES} AND NEW.tags <> '[]' "
+    "BEGIN UPDATE task_tags SET live = NEW.trashed_at IS NULL WHERE task_id = NEW.id; END",
 ]
+# The partial indexes' predicates (the models say the same, tasks/models.py). PostgreSQL reads a query's
+# `live = true` as `live`; SQLite needs the very term the queries use.
+LIVE_TAGS: dict[str, Any] = {"postgresql_where": sa.text("live"), "sqlite_where": sa.text("live = 1")}
+_UNTAGGED = sa.text("trashed_at IS NULL AND tags = '[]'")
+LIVE_UNTAGGED: dict[str, Any] = {"postgresql_where": _UNTAGGED, "sqlite_where": _UNTAGGED}
 
 
 def _is_postgresql() -> bool:
@@ -137,15 +167,26 @@ def upgrade() -> None:
         sa.Column("user_id", sa.String(length=255), nullable=False),
         sa.Column("name", sa.String(length=40), nullable=False),
         sa.Column("name_lower", sa.String(length=80), nullable=False),
+        sa.Column("live", sa.Boolean(), nullable=False),
         sa.ForeignKeyConstraint(["task_id"], ["tasks.id"], name="fk_task_tags_task_id_tasks", ondelete="CASCADE"),
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], name="fk_task_tags_user_id_users", ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("task_id", "name_lower", name="pk_task_tags"),
     )
-    # A user's tasks with a tag, and a user's tags with their tasks.
+    # A user's tasks with a tag, live or trashed (renaming or deleting a tag).
     op.create_index("ix_task_tags_user_id_name_lower", "task_tags", ["user_id", "name_lower", "task_id"])
+    # A user's live tasks with a tag (the tag filters, and their counts from the index alone), and the tag list.
+    # Without `name`: one user's counts read the index only while it is smaller than the table.
+    op.create_index(
+        "ix_task_tags_live_user_id_name_lower", "task_tags", ["user_id", "name_lower", "task_id"], **LIVE_TAGS
+    )
+    # `untagged`: a user's live tasks without tags, newest first, and their count.
+    op.create_index(
+        "ix_tasks_live_untagged_user_id_created_at", "tasks", ["user_id", "created_at", "id"], **LIVE_UNTAGGED
+    )
 
     if _is_postgresql():
         op.execute(PG_TAGS_FUNCTION)
+        op.execute(PG_LIVE_FUNCTION)
         for trigger in PG_TAGS_TRIGGERS:
             op.execute(trigger)
     else:
@@ -158,7 +199,10 @@ def downgrade() -> None:
     for trigger in TAG_TRIGGERS:
         op.execute(f"DROP TRIGGER {trigger} ON tasks" if postgresql else f"DROP TRIGGER {trigger}")
     if postgresql:
-        op.execute("DROP FUNCTION task_tags_apply()")
+        for function in TAG_FUNCTIONS:
+            op.execute(f"DROP FUNCTION {function}()")
+    op.drop_index("ix_tasks_live_untagged_user_id_created_at", table_name="tasks")
+    op.drop_index("ix_task_tags_live_user_id_name_lower", table_name="task_tags")
     op.drop_index("ix_task_tags_user_id_name_lower", table_name="task_tags")
     op.drop_table("task_tags")
 
