@@ -642,6 +642,22 @@ def test_after_every_pooled_connection_is_terminated_the_next_requests_all_succe
             assert call().status_code == 200
 
 
+def test_through_a_transaction_pooler_a_dropped_connection_costs_no_request(pg: PrivatePostgres) -> None:
+    """Through a pooler every block is a transaction that begins with SET LOCAL, where a dead connection shows
+    first: the block begins again on a new connection (`Database.transaction`), reads and writes alike."""
+    settings = make_settings(pg.url, DB_TRANSACTION_POOLER=True, DB_POOL_PRE_PING=False)
+    prefix = f"pooler-{uuid.uuid4().hex[:8]}-"
+    with TestClient(create_app(settings)) as client:
+        user = register(client)
+        for n in range(3):
+            assert terminate_backends(pg) >= 1
+            assert client.get("/api/me/tasks", headers=user.headers).status_code == 200
+            assert terminate_backends(pg) >= 1
+            created = client.post("/api/me/tasks", json={"title": f"{prefix}{n}"}, headers=user.headers)
+            assert created.status_code == 201, created.text
+    assert _task_titles(pg, prefix) == [f"{prefix}{n}" for n in range(3)]
+
+
 class LoadMix:
     """16 clients doing list, get and create-with-Idempotency-Key against a server until stopped; every 503 of a
     create is retried with its key until it is answered (a polite client, after Retry-After's hint, shortened)."""

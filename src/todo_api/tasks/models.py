@@ -100,15 +100,15 @@ TagName = Annotated[
 """A tag: 1-40 characters after trimming, no control characters; matched ignoring case."""
 
 
-def _one_spelling_each(tags: list[str]) -> list[str]:
-    """`Work` and `work` are one tag: the first spelling stays. Sorted ignoring case, as they are returned."""
+def tag_set(tags: list[str]) -> list[str]:
+    """A task's tags: `Work` and `work` are one tag, the first spelling stays; sorted ignoring case, as returned."""
     spellings: dict[str, str] = {}
     for tag in tags:
         spellings.setdefault(tag.lower(), tag)
     return sorted(spellings.values(), key=lambda tag: (tag.lower(), tag))
 
 
-Tags = Annotated[list[TagName], QueryField(max_length=MAX_TAGS), AfterValidator(_one_spelling_each)]
+Tags = Annotated[list[TagName], QueryField(max_length=MAX_TAGS), AfterValidator(tag_set)]
 
 
 class ChecklistItem(BaseModel):

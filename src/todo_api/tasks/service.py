@@ -28,6 +28,7 @@ from todo_api.tasks.models import (
     TaskStats,
     TaskUpdate,
     check_series,
+    tag_set,
 )
 from todo_api.tasks.recurrence import next_due
 
@@ -241,12 +242,8 @@ def _key(tag: str) -> str:
     return tag.lower()
 
 
-def _sorted_tags(tags: Sequence[str]) -> list[str]:
-    return sorted(tags, key=lambda tag: (_key(tag), tag))
-
-
 def _with_tag(tags: list[str], tag: str) -> list[str]:
-    return tags if any(_key(t) == _key(tag) for t in tags) else _sorted_tags([*tags, tag])
+    return tag_set([*tags, tag])  # a spelling the task has already stays
 
 
 def _without_tag(tags: list[str], tag: str) -> list[str]:
@@ -285,7 +282,7 @@ def rename_tag(conn: Connection, *, scope: OwnerScope, name: str, new_name: str)
 
     def renamed(tags: list[str]) -> list[str]:
         kept = [t for t in tags if _key(t) not in (_key(name), _key(new_name))]
-        return _sorted_tags([*kept, new_name])
+        return tag_set([*kept, new_name])
 
     _retag(conn, scope, rows, renamed, utcnow())
     return TagPublic(name=new_name, count=sum(1 for row in rows if row.live))
