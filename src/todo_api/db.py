@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import select
 import time
@@ -211,6 +212,10 @@ def _postgres_setup(engine: Engine, settings: Settings) -> None:
         conn.exec_driver_sql(f"SET LOCAL statement_timeout = {statement_timeout_ms}; SET LOCAL TimeZone = 'UTC'")
 
 
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
 def build_engine(settings: Settings, url: str | None = None) -> Engine:
     url = url or settings.DATABASE_URL
     if url.startswith("sqlite"):
@@ -222,6 +227,8 @@ def build_engine(settings: Settings, url: str | None = None) -> Engine:
             max_overflow=pool_capacity(settings) - min(settings.DB_POOL_SIZE, SQLITE_CONNECTIONS),
             pool_timeout=settings.DB_POOL_TIMEOUT,
             pool_pre_ping=False,
+            # JSON columns stored as PostgreSQL's jsonb prints them, which is how tasks render them (read as text).
+            json_serializer=_json_text,
         )
         _sqlite_setup(engine)
         return engine

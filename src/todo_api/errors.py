@@ -15,7 +15,6 @@ from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from pydantic_core import to_json
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -81,7 +80,7 @@ class PreconditionFailed(AppError):
     status_code = 412
     detail = "Precondition failed"
 
-    def __init__(self, current: Mapping[str, Any], headers: Mapping[str, str]) -> None:
+    def __init__(self, current: bytes, headers: Mapping[str, str]) -> None:
         super().__init__(headers=headers)
         self.current = current
 
@@ -217,8 +216,8 @@ def _redact(errors: list[dict[str, object]]) -> list[dict[str, object]]:
 async def app_error_handler(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, AppError)
     if isinstance(exc, PreconditionFailed):
-        body = to_json(exc.current)  # as `responses.json_response` renders the resource's 200
-        return Response(body, status_code=exc.status_code, media_type="application/json", headers=exc.headers)
+        # The resource's JSON, rendered as its 200 is (`responses.task_json`).
+        return Response(exc.current, status_code=exc.status_code, media_type="application/json", headers=exc.headers)
     return error_response(exc)
 
 

@@ -4,7 +4,8 @@ one owner (`:owner_id`) and run through `OwnerScope.rows` (`Scoped`: it also pro
 Why built once: building a statement and walking its cache key cost SQLAlchemy as much CPU as executing it, so a
 statement is a module constant, or comes from an `lru_cache` builder keyed by its shape (which filters, which sort,
 which columns change). Core columns, not ORM attributes, and plain rows, not ORM objects: loading one task as an
-entity costs more than its query. Rows carry `PUBLIC_COLUMNS`, in TaskPublic's field order (`responses.task_json`).
+entity costs more than its query. Rows carry `PUBLIC_COLUMNS`, in TaskPublic's field order (`responses.task_json`),
+the JSON columns (tags, checklist) as their JSON text: parsed, they cost the app more than the rest of the row.
 """
 
 from __future__ import annotations
@@ -12,7 +13,21 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, FromClause, and_, bindparam, case, delete, exists, func, literal_column, or_
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    FromClause,
+    Text,
+    and_,
+    bindparam,
+    case,
+    cast,
+    delete,
+    exists,
+    func,
+    literal_column,
+    or_,
+)
 from sqlalchemy import select as sa_select
 from sqlalchemy.sql.expression import ColumnCollection
 
@@ -33,7 +48,10 @@ OWNED = TASKS.c.user_id == bindparam("owner_id")
 _SERIES_ID = case(
     (and_(TASKS.c.series_id.is_(None), TASKS.c.recurrence.is_not(None)), TASKS.c.id), else_=TASKS.c.series_id
 )
-PUBLIC_COLUMNS = tuple(TASKS.c[name] for name in TaskPublic.model_fields)
+PUBLIC_COLUMNS = tuple(
+    cast(column, Text).label(name) if isinstance(column.type, JSON) else column
+    for name, column in ((name, TASKS.c[name]) for name in TaskPublic.model_fields)
+)
 SERIES_COLUMNS = (TASKS.c.series_start, TASKS.c.occurrence)
 """Returned after the public columns by the statements that may complete a recurring task (`service._follow`)."""
 State = Literal["live", "trashed", "any"]

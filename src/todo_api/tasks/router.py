@@ -14,7 +14,7 @@ from todo_api.db import DatabaseDep
 from todo_api.errors import error_responses
 from todo_api.headers import if_match_versions, not_modified, page_headers
 from todo_api.idempotency import IdempotencyKey, run_once
-from todo_api.responses import json_response, task_headers, task_json, task_response
+from todo_api.responses import json_response, task_headers, task_response, tasks_json
 from todo_api.tasks import service
 from todo_api.tasks.models import (
     BulkResult,
@@ -59,7 +59,7 @@ def list_tasks(request: Request, db: DatabaseDep, owner: PathOwner, query: Annot
     with db.read() as conn:
         page, total = service.list_tasks(conn, scope=owner.scope(conn), query=query)
     headers = page_headers(request.url, offset=query.offset, limit=query.limit, total=total)
-    return json_response([task_json(row) for row in page], headers=headers)
+    return json_response(tasks_json(page), headers=headers)
 
 
 @router.post("/tasks", response_model=TaskPublic, status_code=status.HTTP_201_CREATED)

@@ -6,6 +6,7 @@ commits (the route's block does). Reads return rows of `queries.PUBLIC_COLUMNS`,
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
@@ -189,8 +190,8 @@ def _follow(conn: Connection, scope: OwnerScope, row: Row[Any], now: datetime) -
             "updated_at": now,
             "version": 1,
             "trashed_at": None,
-            "tags": row.tags,
-            "checklist": [{**item, "done": False} for item in row.checklist],
+            "tags": json.loads(row.tags),  # JSON text (`queries.PUBLIC_COLUMNS`)
+            "checklist": [{**item, "done": False} for item in json.loads(row.checklist)],
             "recurrence": row.recurrence,
             "recurrence_basis": row.recurrence_basis,
             "time_zone": row.time_zone,
