@@ -143,6 +143,8 @@ class Settings(_SecretSettings):
     RATE_LIMIT_FORGOT_PASSWORD: str = "5/minute"
     RATE_LIMIT_FORGOT_PASSWORD_PER_EMAIL: str = "3/hour"
     RATE_LIMIT_RESET_PASSWORD: str = "10/minute"
+    # Calls to the MCP server (/mcp), per user.
+    RATE_LIMIT_MCP: str = "600/minute"
     RATE_LIMIT_STORAGE_URL: str = Field(default="memory://", repr=False)
     RATE_LIMIT_KEY_PREFIX: str = "todo-api"
     TRUSTED_PROXIES: Annotated[list[str], NoDecode] = Field(default=[])
@@ -158,9 +160,18 @@ class Settings(_SecretSettings):
     BETTER_AUTH_DATABASE_URL: str = Field(default="", repr=False)
     BETTER_AUTH_REQUIRE_SIGNED_SESSION: bool = False
 
+    # The Model Context Protocol server for AI agents (docs/agents.md).
+    MCP_ENABLED: bool = True
+    # Browser origins allowed to call /mcp besides CORS_ORIGINS (a request without Origin is not a browser's).
+    MCP_ALLOWED_ORIGINS: Annotated[list[str], NoDecode] = Field(default=[])
+    # Where an MCP client logs in (RFC 9728's authorization_servers); default: BETTER_AUTH_URL when set.
+    MCP_AUTHORIZATION_SERVERS: Annotated[list[str], NoDecode] = Field(default=[])
+
     @field_validator(
         "CORS_ORIGINS",
         "TRUSTED_PROXIES",
+        "MCP_ALLOWED_ORIGINS",
+        "MCP_AUTHORIZATION_SERVERS",
         "BETTER_AUTH_ISSUER",
         "BETTER_AUTH_AUDIENCE",
         "BETTER_AUTH_ALGORITHMS",
@@ -186,6 +197,7 @@ class Settings(_SecretSettings):
         "RATE_LIMIT_FORGOT_PASSWORD",
         "RATE_LIMIT_FORGOT_PASSWORD_PER_EMAIL",
         "RATE_LIMIT_RESET_PASSWORD",
+        "RATE_LIMIT_MCP",
     )
     @classmethod
     def _valid_limit(cls, value: str) -> str:
@@ -265,6 +277,10 @@ class Settings(_SecretSettings):
         if self.DOCS_ENABLED is not None:
             return self.DOCS_ENABLED
         return self.ENVIRONMENT.lower() != "production"
+
+    @property
+    def mcp_authorization_servers(self) -> list[str]:
+        return self.MCP_AUTHORIZATION_SERVERS or ([self.BETTER_AUTH_URL] if self.BETTER_AUTH_URL else [])
 
     @property
     def log_format(self) -> Literal["console", "json"]:

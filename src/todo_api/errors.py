@@ -63,6 +63,11 @@ class Unauthorized(AppError):
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+class Forbidden(AppError):
+    status_code = 403
+    detail = "Forbidden"
+
+
 class NotFound(AppError):
     status_code = 404
     detail = "Not found"

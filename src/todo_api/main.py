@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from functools import lru_cache
 
 import anyio
@@ -13,6 +13,8 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 
 from todo_api import __version__, system
+from todo_api.agents import router as agents
+from todo_api.agents.tools import TOOLS, build_server
 from todo_api.auth.better_auth import BetterAuth
 from todo_api.auth.router import router as auth_router
 from todo_api.config import Settings, get_settings
@@ -39,7 +41,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     better_auth = BetterAuth.from_settings(settings)
 
     @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # As many threads as connections (see `Database`): a thread never waits in the pool's queue, where a thread
         # that just started can take a returned connection before one that has waited (seconds, at 256
         # connections); requests wait in anyio's first-come-first-served limiter instead, in the event loop. And
@@ -47,7 +49,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # GIL hand-offs (48 busy threads cost a third more CPU per request than 12).
         threads = anyio.to_thread.current_default_thread_limiter()
         threads.total_tokens = pool_capacity(settings)
-        yield
+        async with AsyncExitStack() as stack:
+            if settings.MCP_ENABLED:
+                await stack.enter_async_context(agents.serving(app.state.mcp))
+            yield
         engine.dispose()
         better_auth.close()
 
@@ -86,6 +91,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tasks_router)
     app.include_router(system.router)
     app.include_router(auth_router)
+    if settings.MCP_ENABLED:
+        app.state.mcp = build_server(log_level="DEBUG" if settings.LOG_LEVEL.upper() == "DEBUG" else "WARNING")
+        app.state.mcp_tools = frozenset(TOOLS)
+        app.include_router(agents.router)
     if settings.METRICS_ENABLED:
         metrics = get_metrics()
         metrics.multiproc_dir = settings.PROMETHEUS_MULTIPROC_DIR

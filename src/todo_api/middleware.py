@@ -80,9 +80,10 @@ class RequestContextMiddleware:
 
     def _record(self, scope: Scope, status: int, seconds: float) -> None:
         route: Any = scope.get("route")
-        template = getattr(route, "path", None) or UNMATCHED_ROUTE
+        state = scope.get("state", {})
+        # The route's path template (no ids), or what a route named its request (an MCP call: its tool).
+        template = state.get("route_label") or getattr(route, "path", None) or UNMATCHED_ROUTE
         if access_log.isEnabledFor(logging.INFO):
-            state = scope.get("state", {})
             fields: dict[str, Any] = {
                 "method": scope["method"],
                 "path": template,

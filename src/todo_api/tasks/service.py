@@ -107,11 +107,16 @@ def restore_task(conn: Connection, *, scope: OwnerScope, task_id: int, if_match:
     return _change(conn, scope, task_id, "trashed", ("trashed_at",), None, {"new_trashed_at": None}, if_match, utcnow())
 
 
+def trash_task(conn: Connection, *, scope: OwnerScope, task_id: int, if_match: IfMatch) -> Row[Any]:
+    """Move a live task to the trash (404 if it is not live)."""
+    now = utcnow()
+    return _change(conn, scope, task_id, "live", ("trashed_at",), None, {"new_trashed_at": now}, if_match, now)
+
+
 def delete_task(conn: Connection, *, scope: OwnerScope, task_id: int, permanent: bool, if_match: IfMatch) -> None:
     """Move the task to the trash, or (`permanent`) delete it for good, live or trashed."""
     if not permanent:
-        now = utcnow()
-        _change(conn, scope, task_id, "live", ("trashed_at",), None, {"new_trashed_at": now}, if_match, now)
+        trash_task(conn, scope=scope, task_id=task_id, if_match=if_match)
         return
     params: dict[str, Any] = {"task_id": _id(task_id)}
     if if_match is not None:
