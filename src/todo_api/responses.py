@@ -6,6 +6,7 @@ Routes serialize here, in their own thread-pool hop: returned as objects, FastAP
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,6 +19,7 @@ from todo_api.tasks.models import TaskPublic, task_status
 
 _PUBLIC_FIELDS = tuple(TaskPublic.model_fields)
 _NULLS = '"tags":null,"checklist":null'
+_RENDERED = ("task_json",)
 _TAGS, _CHECKLIST = _PUBLIC_FIELDS.index("tags"), _PUBLIC_FIELDS.index("checklist")
 
 
@@ -58,8 +60,17 @@ def task_json(row: Row[Any]) -> bytes:
 
 
 def tasks_json(rows: Sequence[Row[Any]]) -> bytes:
-    """A list of tasks as a JSON array, rendered as `task_json` renders one."""
+    """A list of tasks as a JSON array, rendered as `task_json` renders one: rows of `PUBLIC_COLUMNS`, or of
+    `tasks.queries.RENDERED_TASK` (the task's JSON, rendered by PostgreSQL)."""
+    if rows and rows[0]._fields == _RENDERED:
+        return ("[" + ",".join([row[0] for row in rows]) + "]").encode()
     return _splice(to_json([_task(row) for row in rows]), rows)
+
+
+def task_objects(rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
+    """A list of tasks as TaskPublic's JSON objects (for those who pick from them: the MCP tools)."""
+    tasks: list[dict[str, Any]] = json.loads(tasks_json(rows))
+    return tasks
 
 
 def task_headers(version: int) -> dict[str, str]:

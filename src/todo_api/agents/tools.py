@@ -11,7 +11,6 @@ and any other value is answered as a missing task.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 from collections.abc import Callable
 from typing import Annotated, Any, Literal, ParamSpec, TypeVar
@@ -21,7 +20,6 @@ from fastapi import Request
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field, ValidationError
-from pydantic_core import to_json
 from sqlalchemy import Row
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
@@ -30,6 +28,7 @@ from todo_api import __version__
 from todo_api.auth.deps import Caller, Owner
 from todo_api.db import Database
 from todo_api.errors import AppError, NotFound, ServiceUnavailable, UnprocessableEntity, is_database_unavailable
+from todo_api.responses import task_objects
 from todo_api.tasks import service
 from todo_api.tasks.models import (
     MAX_TAGS,
@@ -236,19 +235,11 @@ def list_tasks(
     db, owner = caller(ctx, user_id)
     with db.read() as conn:
         page, _total = service.list_tasks(conn, scope=owner.scope(conn), query=query)
-    return [_listed(row) for row in page]
+    return [{name: task[name] for name in LISTED} for task in task_objects(page)]
 
 
-def _listed(row: Row[Any]) -> dict[str, Any]:
-    due = row.due_date
-    return {
-        "id": row.id,
-        "title": row.title,
-        "completed": row.completed,
-        "priority": row.priority,
-        "due_date": None if due is None else to_json(due).decode()[1:-1],  # as the REST API writes it
-        "tags": json.loads(row.tags),  # JSON text (`tasks.queries.PUBLIC_COLUMNS`)
-    }
+LISTED = ("id", "title", "completed", "priority", "due_date", "tags")
+"""A listed task's fields (the specification's), as the REST API renders them."""
 
 
 @answers

@@ -15,8 +15,10 @@ from typing import Any, Literal
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     ColumnElement,
     FromClause,
+    Integer,
     Text,
     and_,
     bindparam,
@@ -59,6 +61,64 @@ _STATES: dict[State, tuple[ColumnElement[bool], ...]] = {"live": (LIVE,), "trash
 _ONE = TASKS.c.id == bindparam("task_id")
 _VERSION_MATCHES = TASKS.c.version.in_(bindparam("versions", expanding=True))
 _SELECT_PUBLIC = sa_select(*PUBLIC_COLUMNS)
+
+
+# --- Tasks rendered by PostgreSQL ---
+# A list's rows go straight to JSON in the database: a page of 100 tasks is 100 strings for the app to join, not
+# 2,000 values to convert, put in dicts and render (a third of the list's CPU). Each value is rendered exactly as
+# `responses.task_json` renders it (pydantic's JSON: the same string escapes as PostgreSQL's to_json, date-times in
+# UTC with microseconds only when there are any); a test holds the two to the same bytes.
+
+
+def _quoted(text: ColumnElement[Any]) -> ColumnElement[str]:
+    return literal_column("'\"'", Text) + text + literal_column("'\"'", Text)
+
+
+def _iso_utc(moment: ColumnElement[Any]) -> ColumnElement[str]:
+    utc = moment.op("AT TIME ZONE")(literal_column("'UTC'"))
+    fraction = func.to_char(utc, literal_column("'US'"))
+    seconds = func.to_char(utc, literal_column("'YYYY-MM-DD\"T\"HH24:MI:SS'"))
+    return _quoted(seconds + case((fraction == "000000", ""), else_="." + fraction) + "Z")
+
+
+def _json_value(column: ColumnElement[Any], *, nullable: bool) -> ColumnElement[str]:
+    text: ColumnElement[str]
+    if isinstance(column.type, JSON):
+        text = cast(column, Text)
+    elif isinstance(column.type, UTCDateTime):
+        text = _iso_utc(column)
+    elif isinstance(column.type, Boolean):
+        text = case((column, "true"), else_="false")
+    elif isinstance(column.type, Integer):  # BigInteger too
+        text = cast(column, Text)
+    else:
+        text = cast(func.to_json(column), Text)
+    return func.coalesce(text, literal_column("'null'")) if nullable else text
+
+
+def _rendered_task() -> ColumnElement[str]:
+    values: dict[str, ColumnElement[Any]] = {name: TASKS.c[name] for name in TaskPublic.model_fields}
+    values["series_id"] = _SERIES_ID
+    pieces: list[ColumnElement[str]] = []
+    for name, value in values.items():
+        nullable = name == "series_id" or bool(getattr(value, "nullable", False))
+        pieces += (
+            literal_column(f"'{',' if pieces else '{'}\"{name}\":'", Text),
+            _json_value(value, nullable=nullable),
+        )
+    status = case(
+        (TASKS.c.completed, literal_column('\',"status":"completed"}\'', Text)),
+        else_=literal_column('\',"status":"pending"}\'', Text),
+    )
+    pieces.append(status)
+    rendered = pieces[0]
+    for piece in pieces[1:]:
+        rendered = rendered + piece
+    return rendered.label("task_json")
+
+
+RENDERED_TASK = _rendered_task()
+"""A task as its JSON text (PostgreSQL only): the one column of the pages `page(..., rendered=True)` reads."""
 _NOW = bindparam("now", type_=UTCDateTime())
 
 # --- One task ---
@@ -340,11 +400,12 @@ def few_tagged(filters: tuple[str, ...]) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=512)
-def page(filters: tuple[str, ...], sort_by: SortField, descending: bool, *, from_end: bool) -> Scoped:
+def page(filters: tuple[str, ...], sort_by: SortField, descending: bool, *, from_end: bool, rendered: bool) -> Scoped:
     """A page (`:offset`, `:limit`) of the owner's tasks matching `filters`: the page's ids first (from an index
     alone when the filters allow), then only those rows, in order; with `from_end`, the ids are walked from the
     other end (a deep page) and put back in order. The ids are the owner's already; scoping the outer query again
-    only tempts SQLite into the wrong index."""
+    only tempts SQLite into the wrong index. `rendered` (PostgreSQL): each row is the task's JSON (`RENDERED_TASK`),
+    else its `PUBLIC_COLUMNS`."""
     order = _ordering(sort_by, descending=descending)
     inner_order = _ordering(sort_by, descending=not descending, nulls_last=False) if from_end else order
     page_ids = (
@@ -354,7 +415,8 @@ def page(filters: tuple[str, ...], sort_by: SortField, descending: bool, *, from
         .offset(bindparam("offset"))
         .limit(bindparam("limit"))
     )
-    return scoped(_SELECT_PUBLIC.where(TASKS.c.id.in_(page_ids)).order_by(*order))
+    select = sa_select(RENDERED_TASK) if rendered else _SELECT_PUBLIC
+    return scoped(select.where(TASKS.c.id.in_(page_ids)).order_by(*order))
 
 
 @lru_cache(maxsize=256)
