@@ -160,6 +160,15 @@ class Settings(_SecretSettings):
     BETTER_AUTH_DATABASE_URL: str = Field(default="", repr=False)
     BETTER_AUTH_REQUIRE_SIGNED_SESSION: bool = False
 
+    # Live changes (GET /api/{user_id}/events, docs/api.md#live-changes): seconds, and streams per process.
+    EVENT_RETENTION: int = Field(default=604800, ge=60)
+    EVENT_HEARTBEAT_SECONDS: float = Field(default=15, gt=0)
+    EVENT_AUTH_CHECK_SECONDS: float = Field(default=2, gt=0)
+    EVENT_STREAMS_PER_USER: int = Field(default=10, ge=1)
+    EVENT_STREAMS_MAX: int = Field(default=1000, ge=1)
+    # Redis for fan-out between instances; "" (the default): RATE_LIMIT_STORAGE_URL when that is a Redis, else none.
+    REDIS_URL: str = Field(default="", repr=False)
+
     # The Model Context Protocol server for AI agents (docs/agents.md).
     MCP_ENABLED: bool = True
     # Browser origins allowed to call /mcp besides CORS_ORIGINS (a request without Origin is not a browser's).
@@ -277,6 +286,13 @@ class Settings(_SecretSettings):
         if self.DOCS_ENABLED is not None:
             return self.DOCS_ENABLED
         return self.ENVIRONMENT.lower() != "production"
+
+    @property
+    def redis_url(self) -> str:
+        if self.REDIS_URL:
+            return self.REDIS_URL
+        storage = self.RATE_LIMIT_STORAGE_URL
+        return storage if storage.startswith(("redis://", "rediss://", "redis+unix://")) else ""
 
     @property
     def mcp_authorization_servers(self) -> list[str]:

@@ -7,7 +7,7 @@ import json
 import logging
 import select
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
@@ -420,6 +420,8 @@ class Database:
         # inherit it.
         for each in {engine, self._reads, self._transactions}:
             each._connection_cls = RetryingConnection
+        self.committed: Callable[[frozenset[str]], None] | None = None
+        """Called with the users whose rows a transaction changed, after it committed (`changed`)."""
 
     @contextmanager
     def read(self) -> Iterator[Connection]:
@@ -447,8 +449,24 @@ class Database:
                 if not (exc.connection_invalidated and isinstance(connection, RetryingConnection)):
                     raise
                 connection.reopen()
-            yield connection
-            connection.commit()
+            try:
+                yield connection
+                connection.commit()
+            finally:
+                changed = vars(connection).pop(CHANGED_OWNERS, None)
+        if changed and self.committed is not None:
+            self.committed(frozenset(changed))
+
+
+CHANGED_OWNERS = "todo_api_changed_owners"
+"""An attribute of a block's `Connection` (not of the pooled DBAPI connection, which outlives the block): the users
+whose rows its transaction changed (`changed`)."""
+
+
+def changed(connection: Connection, user_id: str) -> None:
+    """Note that this transaction changes `user_id`'s rows: when it commits, `Database.committed` hears of it (the
+    live events, `events.hub`)."""
+    vars(connection).setdefault(CHANGED_OWNERS, set()).add(user_id)
 
 
 @contextmanager

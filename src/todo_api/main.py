@@ -20,6 +20,8 @@ from todo_api.auth.router import router as auth_router
 from todo_api.config import Settings, get_settings
 from todo_api.db import Database, build_engine, pool_capacity
 from todo_api.errors import install_error_handlers
+from todo_api.events.hub import Hub
+from todo_api.events.router import router as events_router
 from todo_api.logs import configure_logging
 from todo_api.metrics import get_metrics
 from todo_api.middleware import REQUEST_ID_HEADER, InputLimitMiddleware, RequestContextMiddleware
@@ -50,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         threads = anyio.to_thread.current_default_thread_limiter()
         threads.total_tokens = pool_capacity(settings)
         async with AsyncExitStack() as stack:
+            await stack.enter_async_context(app.state.events.running())
             if settings.MCP_ENABLED:
                 await stack.enter_async_context(agents.serving(app.state.mcp))
             yield
@@ -73,6 +76,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.password_hashing_slots = anyio.Semaphore(settings.password_hash_concurrency)
     app.state.rate_limiter = RateLimiter(settings)
     app.state.better_auth = better_auth
+    app.state.events = Hub(app.state.database, settings)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.CORS_ORIGINS,
@@ -91,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tasks_router)
     app.include_router(system.router)
     app.include_router(auth_router)
+    app.include_router(events_router)
     if settings.MCP_ENABLED:
         app.state.mcp = build_server(log_level="DEBUG" if settings.LOG_LEVEL.upper() == "DEBUG" else "WARNING")
         app.state.mcp_tools = frozenset(TOOLS)

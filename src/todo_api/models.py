@@ -8,18 +8,22 @@ from todo_api.auth.models import (
     RevokedToken,
     User,
 )
+from todo_api.events.models import EventCounter, StreamTicket, TaskEvent
 from todo_api.idempotency import IdempotencyRecord
 from todo_api.tasks.models import Task, TaskCount, TaskTag
 
 __all__ = [
     "AuthSession",
     "DeletedUser",
+    "EventCounter",
     "IdempotencyRecord",
     "PasswordResetToken",
     "RefreshToken",
     "RevokedToken",
+    "StreamTicket",
     "Task",
     "TaskCount",
+    "TaskEvent",
     "TaskTag",
     "User",
 ]

@@ -432,7 +432,7 @@ def test_the_migration_keeps_existing_tasks_and_reverses(scratch_database_url: s
                 )
             )
             conn.execute(text(old_task), [{"title": "Old ONE"}, {"title": "Old two"}])
-        upgrade(url)
+        upgrade(url, "0007_tags_recurrence_checklists")
         with engine.begin() as conn:
             assert triggers_and_checks(conn) == (COUNT_TRIGGERS | TAG_TRIGGERS, CHECKS)
             assert UNTAGGED_INDEX in task_indexes(conn)

@@ -34,7 +34,7 @@ from sqlmodel import Session, select
 from todo_api.auth.better_auth import BetterAuth, TokenKind, token_kind
 from todo_api.auth.models import AuthSession, DeletedUser, RevokedToken, User
 from todo_api.config import Settings
-from todo_api.db import orm, table, utcnow
+from todo_api.db import changed, orm, table, utcnow
 from todo_api.errors import Unauthorized
 from todo_api.logs import audit
 from todo_api.security import InvalidToken, decode_token, hash_token, timestamp
@@ -50,6 +50,7 @@ class Principal:
     session_id: str | None  # our tokens are bound to a session; Better Auth's are not
     token: str
     expires_at: datetime | None
+    issued_at: datetime | None = None
 
 
 def rejected(reason: str, detail: str | None = None) -> Unauthorized:
@@ -112,12 +113,12 @@ def principal_from_token(
         if not isinstance(session_id, str):
             raise rejected("no_session_id")
         require_live_session(connection, session_id=session_id, user_id=claims["sub"])
-        return Principal(claims["sub"], session_id, token, timestamp(claims.get("exp")))
+        return Principal(claims["sub"], session_id, token, timestamp(claims.get("exp")), timestamp(claims.get("iat")))
     if claims is None:
         claims = _better_auth_claims(connection, token=token, better_auth=better_auth)
     with orm(connection) as session:
         user = _external_user(session, token=token, claims=claims)
-    return Principal(user.id, None, token, timestamp(claims.get("exp")))
+    return Principal(user.id, None, token, timestamp(claims.get("exp")), timestamp(claims.get("iat")))
 
 
 def current_user(connection: Connection, principal: Principal) -> User:
@@ -173,6 +174,8 @@ class OwnerScope:
 
     def rows(self, connection: Connection, statement: Scoped, params: Mapping[str, Any]) -> Sequence[Row[Any]]:
         """Every row `statement` returns for this owner; an empty result only once the caller is proven."""
+        if statement.plain.is_dml:
+            changed(connection, self.user_id)
         if self.session_id is None:
             return connection.execute(statement.plain, {**params, "owner_id": self.user_id}).all()
         bound = {**params, "owner_id": self.user_id, "session_id": self.session_id}
