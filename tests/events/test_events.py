@@ -22,6 +22,7 @@ from tests.conftest import LiveServer, make_settings
 from tests.factories import PASSWORD, bearer, better_auth_token, unique_email
 from todo_api.config import Settings, normalize_database_url
 from todo_api.db import build_engine
+from todo_api.events import router as events_router
 from todo_api.main import create_app
 from todo_api.migrations import downgrade, upgrade
 
@@ -516,3 +517,21 @@ def test_the_migration_adds_the_outbox_and_reverses(scratch_database_url: str) -
             assert not tables & {"task_events", "event_counters", "stream_tickets"}
     finally:
         engine.dispose()
+
+
+def test_a_client_too_far_behind_gets_resync_and_is_closed(alice: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The bounds, small: read 5 events at a time, and at most 10 behind (10,000 in service).
+    monkeypatch.setattr(events_router, "BATCH", 5)
+    monkeypatch.setattr(events_router, "BEHIND_LIMIT", 10)
+    for n in range(20):
+        alice.http.post("/api/me/tasks", json={"title": f"backlog {n}"})
+    last = alice.http.get("/api/me/events", params={"since": 0, "format": "json"}).json()[-1]["id"]
+
+    seen = alice.listen(since=last - 20).ends(timeout=5)
+
+    events = [item for item in seen if isinstance(item, Event)]
+    assert [(event.event, event.id, event.json()) for event in events] == [("resync", last, {"last_event_id": last})]
+    # Reconnecting from there, it is up to date.
+    again = alice.listen(headers={**alice.headers, "Last-Event-ID": str(last)})
+    alice.http.post("/api/me/tasks", json={"title": "after"})
+    assert again.next().id == last + 1

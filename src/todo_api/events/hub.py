@@ -70,6 +70,7 @@ class Hub:
         self.instance = secrets.token_hex(8)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._redis: Redis[bytes] | None = None
+        self._pending: set[asyncio.Task[None]] = set()  # Redis publications under way
         self._closing = False
 
     # --- Streams ---
@@ -104,10 +105,15 @@ class Hub:
     # --- Changes: this process's commits, other instances' through Redis ---
 
     def committed(self, user_ids: frozenset[str]) -> None:
-        """`Database.committed`: called in a worker thread after a commit that changed these users' tasks."""
+        """`Database.committed`: called in a worker thread after a commit that changed these users' tasks. Without
+        Redis and without a stream of theirs here, nobody is told (a stream opening meanwhile catches up at the next
+        check): waking the event loop for nothing costs a write a few percent of its CPU."""
         loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._changed, user_ids)
+        if loop is None or loop.is_closed():
+            return
+        if self._redis is None and not any(user_id in self.streams for user_id in user_ids):
+            return
+        loop.call_soon_threadsafe(self._changed, user_ids)
 
     def _changed(self, user_ids: frozenset[str]) -> None:
         self._wake(user_ids)
@@ -169,7 +175,7 @@ class Hub:
                     stream.wake.set()
 
     def _read_state(self, streams: list[Stream], purge: bool) -> tuple[list[str | None], dict[str, int]]:
-        with self.database.transaction() as conn:
+        with self.database.transaction() if purge else self.database.read() as conn:
             if purge:
                 service.purge(conn, older_than=utcnow() - timedelta(seconds=self.settings.EVENT_RETENTION))
             reasons = service.ended(conn, [stream.auth for stream in streams], utcnow()) if streams else []
@@ -188,7 +194,6 @@ class Hub:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         self._loop = asyncio.get_running_loop()
-        self._pending: set[asyncio.Task[None]] = set()
         self.database.committed = self.committed
         url = self.settings.redis_url
         async with AsyncExitStack() as stack:

@@ -12,7 +12,6 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
-from sqlalchemy import Connection
 
 from todo_api.auth.deps import TASK_NOT_FOUND, Caller, get_caller
 from todo_api.auth.principal import rejected
@@ -110,6 +109,8 @@ async def _stream(hub: Hub, database: Database, stream: Stream, resync: bool) ->
             if stream.ended is not None:
                 if stream.ended in {"expired", "revoked"}:
                     yield _sse("auth", json.dumps({"reason": stream.ended}))
+                elif stream.ended == "behind":
+                    yield _sse("resync", json.dumps({"last_event_id": stream.position}), stream.position)
                 return
             if len(batch) == BATCH:
                 continue
@@ -121,19 +122,16 @@ async def _stream(hub: Hub, database: Database, stream: Stream, resync: bool) ->
         hub.close(stream)
 
 
-def _behind(conn: Connection, stream: Stream) -> int:
-    return service.latest(conn, [stream.user_id])[stream.user_id] - stream.position
-
-
 def _read(database: Database, stream: Stream) -> list[tuple[int, str, str]]:
+    """The stream's next events; a stream too far behind instead ends, moved to its user's last event (`resync`)."""
     with database.read() as conn:
         rows = service.events_after(conn, user_id=stream.user_id, after=stream.position, limit=BATCH)
-        if (
-            len(rows) == BATCH
-            and service.latest(conn, [stream.user_id])[stream.user_id] - stream.position > BEHIND_LIMIT
-        ):
-            stream.end("behind")
-            return []
+        if len(rows) == BATCH:
+            last = service.latest(conn, [stream.user_id])[stream.user_id]
+            if last - stream.position > BEHIND_LIMIT:
+                stream.position = last
+                stream.end("behind")
+                return []
     return rows
 
 
