@@ -21,58 +21,21 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tasks_100k import free_port, percentile, private_database  # noqa: E402 (bench scripts are not a package)
+from tasks_100k import percentile, private_database, serve  # noqa: E402 (bench scripts are not a package)
 
 from todo_api.migrations import upgrade  # noqa: E402
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SECRET = "bench-secret-that-is-at-least-32-characters-long"
+QUIET = {"RATE_LIMIT_ENABLED": "false", "MCP_ENABLED": "false"}
 REDIS_URL = "redis://127.0.0.1:6379/15"
-
-
-@contextmanager
-def serve(database_url: str, **settings: str) -> Iterator[tuple[str, int]]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "ENVIRONMENT": "bench",
-        "BETTER_AUTH_SECRET": SECRET,
-        "BCRYPT_ROUNDS": "4",
-        "LOG_LEVEL": "WARNING",
-        "RATE_LIMIT_ENABLED": "false",
-        "MCP_ENABLED": "false",
-        **settings,
-    }
-    command = [sys.executable, "-m", "uvicorn", "todo_api.main:app", "--port", str(port), "--log-level", "warning"]
-    process = subprocess.Popen([*command, "--no-access-log"], cwd=PROJECT_ROOT, env=env)
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base_url}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start")
-            time.sleep(0.1)
-        yield base_url, process.pid
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
 
 
 def rss_mb(pid: int) -> float:
@@ -202,11 +165,11 @@ def main() -> None:
 
     with private_database(args.url, False) as database_url:
         upgrade(database_url)
-        with serve(database_url) as (base_url, pid):
+        with serve(database_url, **QUIET) as (base_url, pid):
             asyncio.run(idle_streams(base_url, pid, args.streams, args.idle))
         with ExitStack() as stack:
-            first, _ = stack.enter_context(serve(database_url, REDIS_URL=REDIS_URL))
-            second, _ = stack.enter_context(serve(database_url, REDIS_URL=REDIS_URL))
+            first, _ = stack.enter_context(serve(database_url, REDIS_URL=REDIS_URL, **QUIET))
+            second, _ = stack.enter_context(serve(database_url, REDIS_URL=REDIS_URL, **QUIET))
             asyncio.run(latency(first, second, args.users, args.writes_per_second, args.seconds))
 
 

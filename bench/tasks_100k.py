@@ -236,7 +236,8 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(database_url: str) -> Iterator[str]:
+def serve(database_url: str, **settings: str) -> Iterator[tuple[str, int]]:
+    """The app served by uvicorn (1 worker) in a subprocess on a free loopback port: its URL and pid."""
     port = free_port()
     env = {
         **os.environ,
@@ -245,22 +246,10 @@ def serve(database_url: str) -> Iterator[str]:
         "BETTER_AUTH_SECRET": SECRET,
         "BCRYPT_ROUNDS": "4",
         "LOG_LEVEL": "WARNING",
+        **settings,
     }
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "todo_api.main:app",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-access-log",
-        ],
-        cwd=PROJECT_ROOT,
-        env=env,
-    )
+    command = [sys.executable, "-m", "uvicorn", "todo_api.main:app", "--port", str(port), "--log-level", "warning"]
+    process = subprocess.Popen([*command, "--no-access-log"], cwd=PROJECT_ROOT, env=env)
     base_url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -273,10 +262,10 @@ def serve(database_url: str) -> Iterator[str]:
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the server did not start")
             time.sleep(0.1)
-        yield base_url
+        yield base_url, process.pid
     finally:
         process.terminate()
-        process.wait(timeout=20)
+        process.wait(timeout=30)
 
 
 # --- Measuring ---
@@ -395,7 +384,7 @@ def main() -> None:
         engine = create_engine(make_url(normalize_database_url(database_url)))
         with engine.connect() as connection:
             server_version = connection.execute(text("SHOW server_version")).scalar_one()
-        with serve(database_url) as base_url, httpx.Client(base_url=base_url, timeout=30) as http:
+        with serve(database_url) as (base_url, _), httpx.Client(base_url=base_url, timeout=30) as http:
             registered = http.post(
                 "/api/auth/register",
                 json={
