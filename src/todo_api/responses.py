@@ -19,7 +19,8 @@ from todo_api.tasks.models import TaskPublic, task_status
 
 _PUBLIC_FIELDS = tuple(TaskPublic.model_fields)
 _NULLS = '"tags":null,"checklist":null'
-_RENDERED = ("task_json",)
+_LISTED_FIELDS = _PUBLIC_FIELDS[: _PUBLIC_FIELDS.index("tags")]
+_LISTED_NULL = '"tags":null'
 _TAGS, _CHECKLIST = _PUBLIC_FIELDS.index("tags"), _PUBLIC_FIELDS.index("checklist")
 
 
@@ -59,12 +60,22 @@ def task_json(row: Row[Any]) -> bytes:
     return _splice(to_json(_task(row)), (row,))
 
 
+def _listed(row: Row[Any]) -> dict[str, Any]:
+    task = dict(zip(_LISTED_FIELDS, row, strict=False))  # the last column, `rest`, is spliced in
+    task["tags"] = None
+    task["status"] = task_status(task["completed"])
+    return task
+
+
 def tasks_json(rows: Sequence[Row[Any]]) -> bytes:
-    """A list of tasks as a JSON array, rendered as `task_json` renders one: rows of `PUBLIC_COLUMNS`, or of
-    `tasks.queries.RENDERED_TASK` (the task's JSON, rendered by PostgreSQL)."""
-    if rows and rows[0]._fields == _RENDERED:
-        return ("[" + ",".join([row[0] for row in rows]) + "]").encode()
-    return _splice(to_json([_task(row) for row in rows]), rows)
+    """A list page (rows of `tasks.queries.LISTED_COLUMNS`) as a JSON array of tasks, rendered as `task_json`
+    renders one: each task's leading fields rendered here, `"tags":null` then replaced by the row's `rest`, the
+    rest of its JSON as the database wrote it (the first match in each task is the field, as in `_splice`)."""
+    parts = to_json([_listed(row) for row in rows]).decode().split(_LISTED_NULL)
+    spliced = [parts[0]]
+    for row, part in zip(rows, parts[1:], strict=True):
+        spliced += (row[-1], part)
+    return "".join(spliced).encode()
 
 
 def task_objects(rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:

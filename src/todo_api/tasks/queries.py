@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from sqlalchemy import (
     JSON,
-    Boolean,
     ColumnElement,
     FromClause,
+    FunctionElement,
     Integer,
     Text,
     and_,
@@ -31,6 +31,8 @@ from sqlalchemy import (
     or_,
 )
 from sqlalchemy import select as sa_select
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ColumnCollection
 
 from todo_api.auth.principal import Scoped, scoped, scoped_insert
@@ -63,62 +65,54 @@ _VERSION_MATCHES = TASKS.c.version.in_(bindparam("versions", expanding=True))
 _SELECT_PUBLIC = sa_select(*PUBLIC_COLUMNS)
 
 
-# --- Tasks rendered by PostgreSQL ---
-# A list's rows go straight to JSON in the database: a page of 100 tasks is 100 strings for the app to join, not
-# 2,000 values to convert, put in dicts and render (a third of the list's CPU). Each value is rendered exactly as
-# `responses.task_json` renders it (pydantic's JSON: the same string escapes as PostgreSQL's to_json, date-times in
-# UTC with microseconds only when there are any); a test holds the two to the same bytes.
+# --- A list page's rows ---
+# A listed task's fields up to `trashed_at` are read as themselves and rendered by the app; the rest (tags, checklist,
+# recurrence, recurrence_basis, time_zone, series_id, next_task_id) comes as one piece of JSON text the database writes
+# (`responses.tasks_json` splices it in): the two JSON columns as stored, three short strings and two numbers. Cheap
+# for the database, and seven fewer values a task for the app to convert and render. Rendering the whole task there
+# (date-times with to_char) cost the database twice what it saved the app.
 
 
-def _quoted(text: ColumnElement[Any]) -> ColumnElement[str]:
-    return literal_column("'\"'", Text) + text + literal_column("'\"'", Text)
+class json_text(FunctionElement[str]):  # noqa: N801 (an SQL function)
+    """A value as a JSON string literal, as pydantic writes it (the same escapes): to_json on PostgreSQL, json_quote
+    on SQLite (which writes NULL as null)."""
+
+    type = Text()
+    inherit_cache = True
 
 
-def _iso_utc(moment: ColumnElement[Any]) -> ColumnElement[str]:
-    utc = moment.op("AT TIME ZONE")(literal_column("'UTC'"))
-    fraction = func.to_char(utc, literal_column("'US'"))
-    seconds = func.to_char(utc, literal_column("'YYYY-MM-DD\"T\"HH24:MI:SS'"))
-    return _quoted(seconds + case((fraction == "000000", ""), else_="." + fraction) + "Z")
+@compiles(json_text, "postgresql")
+def _json_text_postgresql(element: json_text, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"to_json({compiler.process(element.clauses, **kw)})::text"
 
 
-def _json_value(column: ColumnElement[Any], *, nullable: bool) -> ColumnElement[str]:
-    text: ColumnElement[str]
-    if isinstance(column.type, JSON):
-        text = cast(column, Text)
-    elif isinstance(column.type, UTCDateTime):
-        text = _iso_utc(column)
-    elif isinstance(column.type, Boolean):
-        text = case((column, "true"), else_="false")
-    elif isinstance(column.type, Integer):  # BigInteger too
-        text = cast(column, Text)
-    else:
-        text = cast(func.to_json(column), Text)
-    return func.coalesce(text, literal_column("'null'")) if nullable else text
+@compiles(json_text, "sqlite")
+def _json_text_sqlite(element: json_text, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"json_quote({compiler.process(element.clauses, **kw)})"
 
 
-def _rendered_task() -> ColumnElement[str]:
-    values: dict[str, ColumnElement[Any]] = {name: TASKS.c[name] for name in TaskPublic.model_fields}
-    values["series_id"] = _SERIES_ID
-    pieces: list[ColumnElement[str]] = []
-    for name, value in values.items():
-        nullable = name == "series_id" or bool(getattr(value, "nullable", False))
-        pieces += (
-            literal_column(f"'{',' if pieces else '{'}\"{name}\":'", Text),
-            _json_value(value, nullable=nullable),
-        )
-    status = case(
-        (TASKS.c.completed, literal_column('\',"status":"completed"}\'', Text)),
-        else_=literal_column('\',"status":"pending"}\'', Text),
-    )
-    pieces.append(status)
-    rendered = pieces[0]
-    for piece in pieces[1:]:
-        rendered = rendered + piece
-    return rendered.label("task_json")
+_FIELDS = tuple(TaskPublic.model_fields)
+_REST_FROM = _FIELDS.index("tags")
 
 
-RENDERED_TASK = _rendered_task()
-"""A task as its JSON text (PostgreSQL only): the one column of the pages `page(..., rendered=True)` reads."""
+def _listed_rest() -> ColumnElement[str]:
+    rest: ColumnElement[str] | None = None
+    for name in _FIELDS[_REST_FROM:]:
+        column: ColumnElement[Any] = _SERIES_ID if name == "series_id" else TASKS.c[name]
+        if isinstance(column.type, JSON | Integer):
+            value: ColumnElement[str] = cast(column, Text)
+        else:
+            value = json_text(column)
+        if name == "series_id" or TASKS.c[name].nullable:
+            value = func.coalesce(value, literal_column("'null'", Text))
+        key = literal_column(f"'{',' if rest is not None else ''}\"{name}\":'", Text)
+        rest = key + value if rest is None else rest + key + value
+    assert rest is not None
+    return rest.label("rest")
+
+
+LISTED_COLUMNS = (*PUBLIC_COLUMNS[:_REST_FROM], _listed_rest())
+"""A list page's columns: TaskPublic's up to `trashed_at`, then `rest` (`"tags":[...],...,"next_task_id":null`)."""
 _NOW = bindparam("now", type_=UTCDateTime())
 
 # --- One task ---
@@ -400,12 +394,11 @@ def few_tagged(filters: tuple[str, ...]) -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=512)
-def page(filters: tuple[str, ...], sort_by: SortField, descending: bool, *, from_end: bool, rendered: bool) -> Scoped:
+def page(filters: tuple[str, ...], sort_by: SortField, descending: bool, *, from_end: bool) -> Scoped:
     """A page (`:offset`, `:limit`) of the owner's tasks matching `filters`: the page's ids first (from an index
     alone when the filters allow), then only those rows, in order; with `from_end`, the ids are walked from the
     other end (a deep page) and put back in order. The ids are the owner's already; scoping the outer query again
-    only tempts SQLite into the wrong index. `rendered` (PostgreSQL): each row is the task's JSON (`RENDERED_TASK`),
-    else its `PUBLIC_COLUMNS`."""
+    only tempts SQLite into the wrong index. Rows of `LISTED_COLUMNS`."""
     order = _ordering(sort_by, descending=descending)
     inner_order = _ordering(sort_by, descending=not descending, nulls_last=False) if from_end else order
     page_ids = (
@@ -415,8 +408,7 @@ def page(filters: tuple[str, ...], sort_by: SortField, descending: bool, *, from
         .offset(bindparam("offset"))
         .limit(bindparam("limit"))
     )
-    select = sa_select(RENDERED_TASK) if rendered else _SELECT_PUBLIC
-    return scoped(select.where(TASKS.c.id.in_(page_ids)).order_by(*order))
+    return scoped(sa_select(*LISTED_COLUMNS).where(TASKS.c.id.in_(page_ids)).order_by(*order))
 
 
 @lru_cache(maxsize=256)

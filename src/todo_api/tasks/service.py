@@ -303,18 +303,17 @@ def delete_tag(conn: Connection, *, scope: OwnerScope, name: str) -> None:
 
 
 def list_tasks(conn: Connection, *, scope: OwnerScope, query: TaskQuery) -> tuple[Sequence[Row[Any]], int]:
-    """One page of the owner's tasks matching `query`, and how many match in all. On PostgreSQL its rows are the tasks'
-    JSON (`queries.RENDERED_TASK`), else their `PUBLIC_COLUMNS`: `responses.tasks_json` takes either."""
+    """One page of the owner's tasks matching `query` (rows of `queries.LISTED_COLUMNS`), and how many match in
+    all."""
     filters, params = _filters(query, utcnow())
     shape = (filters, query.sort_by, query.sort_order == "desc")
-    rendered = conn.dialect.name == "postgresql"
     from_tags = queries.counted_from_tags(filters)
     if query.offset == 0 and not from_tags:
         # The first page, with one row more than asked: when every match fits on it (the usual todo list), that is
         # the total, and no count is needed.
         page = scope.rows(
             conn,
-            queries.page(*shape, from_end=False, rendered=rendered),
+            queries.page(*shape, from_end=False),
             {**params, "offset": 0, "limit": query.limit + 1},
         )
         if len(page) <= query.limit:
@@ -332,9 +331,7 @@ def list_tasks(conn: Connection, *, scope: OwnerScope, query: TaskQuery) -> tupl
     if from_end:
         # A deep page is read from the other end (offset 90,000 of 100,000 walks 10,000 entries, not 90,000).
         offset = total - offset - limit
-    page = scope.rows(
-        conn, queries.page(*shape, from_end=from_end, rendered=rendered), {**params, "offset": offset, "limit": limit}
-    )
+    page = scope.rows(conn, queries.page(*shape, from_end=from_end), {**params, "offset": offset, "limit": limit})
     return page, total
 
 
