@@ -18,6 +18,7 @@ import redis
 import sqlalchemy
 from sqlalchemy import create_engine, inspect, text
 
+from tests.auth.better_auth_frontend import FrontendUser, JWKSServer, new_key, plugin_payload, sign
 from tests.conftest import LiveServer, make_settings
 from tests.factories import PASSWORD, bearer, better_auth_token, unique_email
 from todo_api.config import Settings, normalize_database_url
@@ -388,9 +389,12 @@ def test_a_ticket_works_once_within_60_seconds_on_the_events_route_only(
         assert http.get("/api/me/events", params={"ticket": late}).status_code == 401
         assert http.post("/api/auth/stream-ticket").status_code == 401
 
-    # A ticket stands for its session: logging out ends the ticket's stream too.
+    # A ticket stands for its session: logging out ends the ticket's stream too, and spoils an unused ticket.
+    unused = alice.http.post("/api/auth/stream-ticket").json()["ticket"]
     assert alice.http.post("/api/auth/logout-all").status_code == 204
     assert [item.event for item in stream.ends(timeout=5) if isinstance(item, Event)] == ["auth"]
+    with server.client() as http:
+        assert http.get("/api/me/events", params={"ticket": unused}).status_code == 401
 
 
 def test_the_eleventh_stream_of_one_user_is_a_429(alice: Client, bob: Client) -> None:
@@ -535,3 +539,22 @@ def test_a_client_too_far_behind_gets_resync_and_is_closed(alice: Client, monkey
     again = alice.listen(headers={**alice.headers, "Last-Event-ID": str(last)})
     alice.http.post("/api/me/tasks", json={"title": "after"})
     assert again.next().id == last + 1
+
+
+def test_a_better_auth_jwks_token_streams(database_url: str) -> None:
+    key = new_key("EdDSA")
+    jwks = JWKSServer([key])
+    try:
+        settings = make_settings(database_url, BETTER_AUTH_URL=jwks.url, **FAST)
+        with LiveServer(create_app(settings)) as frontend_backed:
+            user = FrontendUser()
+            token = sign(plugin_payload(user, iss=jwks.url, aud=jwks.url), key)
+            client = Client(frontend_backed, user.id, bearer(token))
+            try:
+                stream = client.listen()
+                client.http.post("/api/me/tasks", json={"title": "signed by the frontend's key"})
+                assert stream.next().json()["task"]["user_id"] == user.id
+            finally:
+                client.close()
+    finally:
+        jwks.stop()

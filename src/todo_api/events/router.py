@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
@@ -12,16 +13,19 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from todo_api.auth.deps import TASK_NOT_FOUND, Caller, get_caller
 from todo_api.auth.principal import rejected
-from todo_api.db import Database, DatabaseDep
-from todo_api.errors import NotFound, Unauthorized, UnprocessableEntity, error_responses
+from todo_api.db import Database, DatabaseDep, utcnow
+from todo_api.errors import NotFound, Unauthorized, UnprocessableEntity, error_responses, is_database_unavailable
 from todo_api.events import service
 from todo_api.events.hub import Hub, Stream
 from todo_api.events.service import StreamAuth
 from todo_api.responses import json_response
 
+logger = logging.getLogger(__name__)
 router = APIRouter(tags=["events"])
 BATCH = 500
 """Events read at a time."""
@@ -61,6 +65,8 @@ def _prove(
             auth = service.redeem_ticket(conn, ticket)
             if auth is None:
                 raise rejected("stream_ticket")
+            if service.ended(conn, [auth], utcnow())[0] is not None:  # its token was logged out since
+                raise rejected("stream_ticket_token")
         elif caller is not None:
             auth = StreamAuth.of(caller.principal(conn))
         else:
@@ -102,7 +108,14 @@ async def _stream(hub: Hub, database: Database, stream: Stream, resync: bool) ->
         heartbeat = hub.settings.EVENT_HEARTBEAT_SECONDS
         while True:
             stream.wake.clear()
-            batch = await run_in_threadpool(_read, database, stream)
+            try:
+                batch = await run_in_threadpool(_read, database, stream)
+            except (DBAPIError, PoolTimeoutError) as exc:
+                if not is_database_unavailable(exc):
+                    raise
+                # The stream ends; the client reconnects with its Last-Event-ID (a 503 while the database is down).
+                logger.warning("events: database unavailable, closing a stream (%s)", type(exc).__name__)
+                return
             for seq, type_, data in batch:
                 yield _sse(type_, data, seq)
                 stream.position = seq
