@@ -26,10 +26,12 @@ from typing import Any
 import anyio.to_thread
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from todo_api.config import Settings
 from todo_api.db import Database, utcnow
-from todo_api.errors import TooManyRequests
+from todo_api.errors import TooManyRequests, is_database_unavailable
 from todo_api.events import service
 from todo_api.events.service import StreamAuth
 
@@ -71,6 +73,7 @@ class Hub:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._redis: Redis[bytes] | None = None
         self._pending: set[asyncio.Task[None]] = set()  # Redis publications under way
+        self._publish_failed_at = float("-inf")
         self._closing = False
 
     # --- Streams ---
@@ -128,7 +131,10 @@ class Hub:
         try:
             await self._redis.publish(CHANNEL, message)
         except (RedisError, OSError) as exc:  # the other instances catch up at their next check
-            logger.warning("events: could not publish to Redis (%s)", type(exc).__name__)
+            now = asyncio.get_running_loop().time()
+            if now - self._publish_failed_at >= REDIS_RETRY_SECONDS:  # one line, not one per write
+                logger.warning("events: could not publish to Redis (%s)", type(exc).__name__)
+                self._publish_failed_at = now
 
     async def _listen(self) -> None:
         """Wake this process's streams for changes made through other instances."""
@@ -157,14 +163,23 @@ class Hub:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(self.settings.EVENT_AUTH_CHECK_SECONDS)
-            streams = [stream for mine in self.streams.values() for stream in mine if stream.ended is None]
+            now = utcnow()
+            streams = []
+            for stream in [stream for mine in self.streams.values() for stream in mine if stream.ended is None]:
+                if stream.auth.expires_at is not None and stream.auth.expires_at <= now:
+                    stream.end("expired")  # known without the database
+                else:
+                    streams.append(stream)
             purge = loop.time() - purged_at >= PURGE_EVERY
             if not streams and not purge:
                 continue
             try:
                 reasons, last = await anyio.to_thread.run_sync(self._read_state, streams, purge)
-            except Exception as exc:  # the database is down: check again next time
-                logger.warning("events: checking open streams failed (%s)", type(exc).__name__)
+            except Exception as exc:  # never stop checking: a stream whose token died must still end
+                if isinstance(exc, DBAPIError | PoolTimeoutError) and is_database_unavailable(exc):
+                    logger.warning("events: database unavailable, open streams not checked (%s)", type(exc).__name__)
+                else:
+                    logger.exception("events: checking open streams failed")
                 continue
             if purge:
                 purged_at = loop.time()
