@@ -558,3 +558,24 @@ def test_a_better_auth_jwks_token_streams(database_url: str) -> None:
                 client.close()
     finally:
         jwks.stop()
+
+
+def test_a_change_made_by_an_ai_agent_is_an_event_too(alice: Client) -> None:
+    stream = alice.listen()
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "add_task", "arguments": {"title": "from the agent"}},
+    }
+    headers = {**alice.headers, "Accept": "application/json, text/event-stream"}
+    answer = alice.http.post("/mcp", json=call, headers=headers)
+    assert answer.status_code == 200, answer.text
+    task_id = answer.json()["result"]["structuredContent"]["task_id"]
+
+    event = stream.next()
+    assert (event.event, event.json()["task"]["id"], event.json()["task"]["title"]) == (
+        "task.created",
+        task_id,
+        "from the agent",
+    )
