@@ -320,6 +320,17 @@ def test_without_a_valid_token_401(server: LiveServer, alice: Client) -> None:
             response = http.get("/api/me/events", headers=headers)
             assert response.status_code == 401, response.text
         assert http.get("/api/me/events", headers={"Last-Event-ID": "x", **alice.headers}).status_code == 422
+        # Beyond BIGINT: a client mistake, not a database error.
+        for header in ("-1", "9" * 20, str(2**63)):
+            too_big = http.get("/api/me/events", headers={"Last-Event-ID": header, **alice.headers})
+            assert too_big.status_code == 422, (header, too_big.text)
+            assert too_big.json() == {"detail": "Last-Event-ID must be an event id (a whole number)"}
+        assert (
+            http.get("/api/me/events", params={"since": 2**63, "format": "json"}, headers=alice.headers).status_code
+            == 422
+        )
+        largest = http.get("/api/me/events", params={"since": 2**63 - 1, "format": "json"}, headers=alice.headers)
+        assert (largest.status_code, largest.json()) == (200, [])
 
 
 def test_logout_all_ends_an_open_stream_with_an_auth_event(alice: Client) -> None:

@@ -33,6 +33,8 @@ BEHIND_LIMIT = 10_000
 """A stream this many events behind its user's last one (a client too slow to keep up) gets `resync` and is closed:
 the client reloads the list instead of the backlog."""
 RETRY_MS = 3000
+MAX_EVENT_ID = 2**63 - 1
+"""Event numbers are BIGINT: a larger one is no event id (a 422, not a database error)."""
 JSON_LIMIT = 1000
 STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
@@ -83,7 +85,7 @@ def _since(last_event_id: str | None, since: int | None) -> int | None:
         number = int(value)
     except ValueError:
         raise UnprocessableEntity("Last-Event-ID must be an event id (a whole number)") from None
-    if number < 0:
+    if not 0 <= number <= MAX_EVENT_ID:
         raise UnprocessableEntity("Last-Event-ID must be an event id (a whole number)")
     return number
 
@@ -163,7 +165,9 @@ async def events(
     ticket: Annotated[
         str | None, Query(max_length=200, description="A stream ticket instead of a bearer token")
     ] = None,
-    since: Annotated[int | None, Query(ge=0, description="Events after this id (as Last-Event-ID)")] = None,
+    since: Annotated[
+        int | None, Query(ge=0, le=MAX_EVENT_ID, description="Events after this id (as Last-Event-ID)")
+    ] = None,
     format: Annotated[Literal["sse", "json"], Query(description="json: the events after `since` as an array")] = "sse",
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
 ) -> Response:
