@@ -590,3 +590,17 @@ def test_a_change_made_by_an_ai_agent_is_an_event_too(alice: Client) -> None:
         task_id,
         "from the agent",
     )
+
+
+def test_with_redis_down_writes_succeed_and_this_instances_streams_still_get_their_events(database_url: str) -> None:
+    # Nothing listens on port 1: every publish and the subscription fail (logged, retried), nothing else does.
+    settings = make_settings(database_url, REDIS_URL="redis://127.0.0.1:1/0", **FAST)
+    with LiveServer(create_app(settings)) as lonely:
+        client = register(lonely)
+        try:
+            stream = client.listen()
+            created = client.http.post("/api/me/tasks", json={"title": "no redis"})
+            assert created.status_code == 201
+            assert stream.next().json()["task"] == created.json()
+        finally:
+            client.close()
