@@ -22,7 +22,7 @@ writer at a time): row-level triggers.
 what the stream needs to keep checking the token they stand for.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
 from alembic import op
@@ -57,65 +57,63 @@ FIELDS = [
 ]
 
 
-def _series(row: str) -> str:
-    """A series' first task has its series_id stored NULL and read as its id."""
-    return f"CASE WHEN {row}.series_id IS NULL AND {row}.recurrence IS NOT NULL THEN {row}.id ELSE {row}.series_id END"
+def _pg_time(column: str) -> str:
+    """A timestamptz, in UTC, with microseconds only when there are any (as pydantic writes it)."""
+    utc = f"({column} AT TIME ZONE 'UTC')"
+    fraction = f"to_char({utc}, 'US')"
+    return (
+        f"'\"' || to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') "
+        f"|| CASE WHEN {fraction} = '000000' THEN '' ELSE '.' || {fraction} END || 'Z\"'"
+    )
 
 
-def _pg_value(row: str, name: str, kind: str, nullable: bool) -> str:
+def _sqlite_time(column: str) -> str:
+    """Stored as 'YYYY-MM-DD HH:MM:SS[.ffffff]' in UTC."""
+    fraction = f"substr({column} || '000000', 21, 6)"
+    return (
+        f"'\"' || substr({column}, 1, 10) || 'T' || substr({column}, 12, 8) "
+        f"|| CASE WHEN length({column}) <= 20 OR {fraction} = '000000' THEN '' ELSE '.' || {fraction} END || 'Z\"'"
+    )
+
+
+# How each kind of value becomes JSON text, per dialect (`bool` is the same on both).
+_RENDER: dict[str, dict[str, Callable[[str], str]]] = {
+    "postgresql": {
+        "int": "({})::text".format,
+        "str": "to_json({})::text".format,
+        "json": "{}::text".format,
+        "time": _pg_time,
+    },
+    "sqlite": {
+        "int": "CAST({} AS TEXT)".format,
+        "str": "json_quote({})".format,  # json_quote(NULL) is 'null' already
+        "json": "{}".format,
+        "time": _sqlite_time,
+    },
+}
+
+
+def _value(dialect: str, row: str, name: str, kind: str, nullable: bool) -> str:
     column = f"{row}.{name}"
-    if kind == "series":
+    if kind == "series":  # a series' first task has its series_id stored NULL and read as its id
         column = (
             f"CASE WHEN {row}.series_id IS NULL AND {row}.recurrence IS NOT NULL THEN {row}.id ELSE {row}.series_id END"
         )
         kind = "int"
-    if kind == "int":
-        text = f"({column})::text"
-    elif kind == "str":
-        text = f"to_json({column})::text"
-    elif kind == "bool":
+    if kind == "bool":
         text = f"CASE WHEN {column} THEN 'true' ELSE 'false' END"
-    elif kind == "json":
-        text = f"{column}::text"
-    else:  # a timestamptz, in UTC, with microseconds only when there are any (as pydantic writes it)
-        utc = f"({column} AT TIME ZONE 'UTC')"
-        fraction = f"to_char({utc}, 'US')"
-        text = (
-            f"'\"' || to_char({utc}, 'YYYY-MM-DD\"T\"HH24:MI:SS') "
-            f"|| CASE WHEN {fraction} = '000000' THEN '' ELSE '.' || {fraction} END || 'Z\"'"
-        )
+    else:
+        text = _RENDER[dialect][kind](column)
+    if dialect == "sqlite" and kind == "str":
+        return text
     return f"COALESCE({text}, 'null')" if nullable else text
 
 
-def _sqlite_value(row: str, name: str, kind: str, nullable: bool) -> str:
-    column = f"{row}.{name}"
-    if kind == "series":
-        column = (
-            f"CASE WHEN {row}.series_id IS NULL AND {row}.recurrence IS NOT NULL THEN {row}.id ELSE {row}.series_id END"
-        )
-        kind = "int"
-    if kind == "int":
-        text = f"CAST({column} AS TEXT)"
-    elif kind == "str":
-        return f"json_quote({column})"  # json_quote(NULL) is 'null'
-    elif kind == "bool":
-        text = f"CASE WHEN {column} THEN 'true' ELSE 'false' END"
-    elif kind == "json":
-        text = column
-    else:  # stored as 'YYYY-MM-DD HH:MM:SS[.ffffff]' in UTC
-        fraction = f"substr({column} || '000000', 21, 6)"
-        text = (
-            f"'\"' || substr({column}, 1, 10) || 'T' || substr({column}, 12, 8) "
-            f"|| CASE WHEN length({column}) <= 20 OR {fraction} = '000000' THEN '' ELSE '.' || {fraction} END || 'Z\"'"
-        )
-    return f"COALESCE({text}, 'null')" if nullable else text
-
-
-def _rendered(row: str, value: object) -> str:
+def _rendered(dialect: str, row: str) -> str:
     pieces = []
     for position, (name, kind, nullable) in enumerate(FIELDS):
         key = ("{" if position == 0 else ",") + f'"{name}":'
-        pieces.append(f"'{key}' || {value(row, name, kind, nullable)}")  # type: ignore[operator]
+        pieces.append(f"'{key}' || {_value(dialect, row, name, kind, nullable)}")
     status = f'CASE WHEN {row}.completed THEN \',"status":"completed"}}\' ELSE \',"status":"pending"}}\' END'
     return "'{\"task\":' || " + " || ".join(pieces) + f" || {status} || '}}'"
 
@@ -145,10 +143,10 @@ SELECT changed.user_id,
 FROM changed JOIN counts USING (user_id) JOIN bumped USING (user_id)
 """
 _PG_CHANGES = {
-    "insert": f"SELECT r.user_id, r.id AS task_id, 'task.created' AS type, {_rendered('r', _pg_value)} AS data "
+    "insert": f"SELECT r.user_id, r.id AS task_id, 'task.created' AS type, {_rendered('postgresql', 'r')} AS data "
     "FROM new_rows r",
     "update": f"SELECT r.user_id, r.id AS task_id, {_update_type('r', 'o')} AS type, "
-    f"{_rendered('r', _pg_value)} AS data FROM new_rows r JOIN old_rows o ON o.id = r.id",
+    f"{_rendered('postgresql', 'r')} AS data FROM new_rows r JOIN old_rows o ON o.id = r.id",
     "delete": "SELECT o.user_id, o.id AS task_id, 'task.deleted' AS type, '{\"task_id\":' || o.id || '}' AS data "
     "FROM old_rows o WHERE EXISTS (SELECT 1 FROM users WHERE users.id = o.user_id)",
 }
@@ -170,8 +168,8 @@ BEGIN
 END
 """
 _SQLITE_EVENTS = {
-    "insert": ("NEW", "'task.created'", _rendered("NEW", _sqlite_value)),
-    "update": ("NEW", _update_type("NEW", "OLD"), _rendered("NEW", _sqlite_value)),
+    "insert": ("NEW", "'task.created'", _rendered("sqlite", "NEW")),
+    "update": ("NEW", _update_type("NEW", "OLD"), _rendered("sqlite", "NEW")),
     "delete": ("OLD", "'task.deleted'", "'{\"task_id\":' || OLD.id || '}'"),
 }
 
