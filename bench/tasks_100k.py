@@ -188,12 +188,15 @@ def fill(engine: Engine, user_id: str, count: int, seed: int = 5) -> None:
             connection.execute(insert(Task), rows[offset : offset + 10_000])
         # The triggers made one task_tags row per (task, tag), those of live tasks marked live: check both, per tag,
         # against what was inserted.
-        checks = {"": lambda row: True, " AND live": lambda row: row["trashed_at"] is None}
+        checks: dict[str, Callable[[dict[str, Any]], bool]] = {
+            "": lambda row: True,
+            " AND live": lambda row: row["trashed_at"] is None,
+        }
         found: dict[str, int] = {}
         for condition, counted in checks.items():
             expected = Counter(tag.lower() for row in rows if counted(row) for tag in row["tags"])
             query = f"SELECT name_lower, count(*) FROM task_tags WHERE user_id = :u{condition} GROUP BY name_lower"
-            counts = dict(connection.execute(text(query), {"u": user_id}).all())
+            counts: dict[str, int] = dict(connection.execute(text(query), {"u": user_id}).all())
             if counts != dict(expected):
                 raise RuntimeError(f"task_tags{condition} does not match tasks: {counts} != {dict(expected)}")
             found = found or counts  # the first check's: every row
