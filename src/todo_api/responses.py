@@ -7,7 +7,7 @@ Routes serialize here, in their own thread-pool hop: returned as objects, FastAP
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from fastapi import Response, status
@@ -18,10 +18,9 @@ from todo_api.headers import etag
 from todo_api.tasks.models import TaskPublic, task_status
 
 _PUBLIC_FIELDS = tuple(TaskPublic.model_fields)
-_NULLS = '"tags":null,"checklist":null'
-_LISTED_FIELDS = _PUBLIC_FIELDS[: _PUBLIC_FIELDS.index("tags")]
-_LISTED_NULL = '"tags":null'
 _TAGS, _CHECKLIST = _PUBLIC_FIELDS.index("tags"), _PUBLIC_FIELDS.index("checklist")
+_LISTED_FIELDS = _PUBLIC_FIELDS[:_TAGS]
+_NULL_TAGS = '"tags":null'
 
 
 def json_response(
@@ -32,24 +31,25 @@ def json_response(
     return Response(body, status_code=status_code, media_type="application/json", headers=headers)
 
 
+def _splice(rendered: bytes, fragments: Iterable[str]) -> bytes:
+    """`rendered` (tasks rendered with `"tags": null` and nothing after it but `status`) with each task's fragment,
+    the JSON text of its fields from `tags` on, in that place. Every occurrence of `"tags":null` is one task's field,
+    in order: its quotes cannot occur unescaped inside a string. (Joined as text: a page encodes once.)"""
+    parts = rendered.decode().split(_NULL_TAGS)
+    spliced = [parts[0]]
+    for fragment, part in zip(fragments, parts[1:], strict=True):
+        spliced += (fragment, part)
+    return "".join(spliced).encode()
+
+
 def _task(row: Row[Any]) -> dict[str, Any]:
     task = dict(zip(_PUBLIC_FIELDS, row, strict=False))  # a row may carry more columns after these (the series')
-    task["tags"] = task["checklist"] = None
+    task["tags"] = None
+    del task["checklist"]  # both come from the row's JSON text (`task_json`)
     task["status"] = task_status(task["completed"])
     if task["series_id"] is None and task["recurrence"] is not None:
         task["series_id"] = task["id"]  # a series' first task (tasks.queries: stored NULL until its rule ends)
     return task
-
-
-def _splice(rendered: bytes, rows: Sequence[Row[Any]]) -> bytes:
-    """`rendered` (tasks whose tags and checklist were rendered as nulls) with each row's JSON text in their place.
-    Every occurrence of `_NULLS` is one of those fields, in order: its quotes cannot occur unescaped inside a string.
-    (Joined as text: a page of 100 encodes once, not 200 times.)"""
-    parts = rendered.decode().split(_NULLS)
-    spliced = [parts[0]]
-    for row, part in zip(rows, parts[1:], strict=True):
-        spliced += ('"tags":', row[_TAGS], ',"checklist":', row[_CHECKLIST], part)
-    return "".join(spliced).encode()
 
 
 def task_json(row: Row[Any]) -> bytes:
@@ -57,7 +57,7 @@ def task_json(row: Row[Any]) -> bytes:
     is not validated again (for a page of 100 that costs four times the query); its tags and checklist, read as the
     database's JSON text, go in as they are (parsed, they cost more than the rest of the row). A test holds this to
     TaskPublic's own serialization."""
-    return _splice(to_json(_task(row)), (row,))
+    return _splice(to_json(_task(row)), [f'"tags":{row[_TAGS]},"checklist":{row[_CHECKLIST]}'])
 
 
 def _listed(row: Row[Any]) -> dict[str, Any]:
@@ -69,13 +69,9 @@ def _listed(row: Row[Any]) -> dict[str, Any]:
 
 def tasks_json(rows: Sequence[Row[Any]]) -> bytes:
     """A list page (rows of `tasks.queries.LISTED_COLUMNS`) as a JSON array of tasks, rendered as `task_json`
-    renders one: each task's leading fields rendered here, `"tags":null` then replaced by the row's `rest`, the
-    rest of its JSON as the database wrote it (the first match in each task is the field, as in `_splice`)."""
-    parts = to_json([_listed(row) for row in rows]).decode().split(_LISTED_NULL)
-    spliced = [parts[0]]
-    for row, part in zip(rows, parts[1:], strict=True):
-        spliced += (row[-1], part)
-    return "".join(spliced).encode()
+    renders one: each task's leading fields rendered here, the rest (`rest`: from `tags` on) as the database wrote
+    it."""
+    return _splice(to_json([_listed(row) for row in rows]), [row[-1] for row in rows])
 
 
 def task_objects(rows: Sequence[Row[Any]]) -> list[dict[str, Any]]:
