@@ -10,15 +10,20 @@ from todo_api.auth.models import (
 )
 from todo_api.events.models import EventCounter, StreamTicket, TaskEvent
 from todo_api.idempotency import IdempotencyRecord
+from todo_api.reminders.models import Delivery, Notification, PushSubscription, ReminderJob
 from todo_api.tasks.models import Task, TaskCount, TaskTag
 
 __all__ = [
     "AuthSession",
     "DeletedUser",
+    "Delivery",
     "EventCounter",
     "IdempotencyRecord",
+    "Notification",
     "PasswordResetToken",
+    "PushSubscription",
     "RefreshToken",
+    "ReminderJob",
     "RevokedToken",
     "StreamTicket",
     "Task",

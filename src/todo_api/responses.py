@@ -18,7 +18,7 @@ from todo_api.headers import etag
 from todo_api.tasks.models import TaskPublic, task_status
 
 _PUBLIC_FIELDS = tuple(TaskPublic.model_fields)
-_TAGS, _CHECKLIST = _PUBLIC_FIELDS.index("tags"), _PUBLIC_FIELDS.index("checklist")
+_TAGS, _CHECKLIST, _REMINDERS = (_PUBLIC_FIELDS.index(name) for name in ("tags", "checklist", "reminders"))
 _LISTED_FIELDS = _PUBLIC_FIELDS[:_TAGS]
 _NULL_TAGS = '"tags":null'
 
@@ -45,7 +45,7 @@ def _splice(rendered: bytes, fragments: Iterable[str]) -> bytes:
 def _task(row: Row[Any]) -> dict[str, Any]:
     task = dict(zip(_PUBLIC_FIELDS, row, strict=False))  # a row may carry more columns after these (the series')
     task["tags"] = None
-    del task["checklist"]  # both come from the row's JSON text (`task_json`)
+    del task["checklist"], task["reminders"]  # these come from the row's JSON text (`task_json`)
     task["status"] = task_status(task["completed"])
     if task["series_id"] is None and task["recurrence"] is not None:
         task["series_id"] = task["id"]  # a series' first task (tasks.queries: stored NULL until its rule ends)
@@ -57,7 +57,8 @@ def task_json(row: Row[Any]) -> bytes:
     is not validated again (for a page of 100 that costs four times the query); its tags and checklist, read as the
     database's JSON text, go in as they are (parsed, they cost more than the rest of the row). A test holds this to
     TaskPublic's own serialization."""
-    return _splice(to_json(_task(row)), [f'"tags":{row[_TAGS]},"checklist":{row[_CHECKLIST]}'])
+    fragment = f'"tags":{row[_TAGS]},"checklist":{row[_CHECKLIST]},"reminders":{row[_REMINDERS]}'
+    return _splice(to_json(_task(row)), [fragment])
 
 
 def _listed(row: Row[Any]) -> dict[str, Any]:

@@ -34,7 +34,7 @@ OTHER_PASSWORD = "yet another uncommon passphrase"
 EXPIRES_IN = 604800
 AUTH_KEYS = {"message", "user", "access_token", "refresh_token", "token_type", "expires_in"}
 TOKEN_PAIR_KEYS = {"access_token", "refresh_token", "token_type", "expires_in"}
-USER_KEYS = {"id", "email", "name", "created_at"}
+USER_KEYS = {"id", "email", "name", "created_at", "notification_channels"}
 SESSION_KEYS = {"id", "created_at", "last_used_at", "expires_at", "user_agent", "ip", "current"}
 
 NOT_AUTHENTICATED = {"detail": "Not authenticated"}

@@ -44,7 +44,7 @@ ME = "/api/auth/me"
 EXPIRES_IN = 604800
 ISSUER = "todo-api"
 AUTH_KEYS = {"message", "user", "access_token", "refresh_token", "token_type", "expires_in"}
-USER_KEYS = {"id", "email", "name", "created_at"}
+USER_KEYS = {"id", "email", "name", "created_at", "notification_channels"}
 INVALID_LOGIN = {"detail": "Incorrect email or password"}
 EMAIL_TAKEN = {"detail": "Email already registered"}
 
@@ -563,6 +563,7 @@ def test_me_returns_exactly_the_public_user(client: TestClient, users: UserFacto
         "email": user.email,
         "name": "Alan Turing",
         "created_at": body["created_at"],
+        "notification_channels": ["email", "push"],
     }
     assert parse_aware(body["created_at"]) == parse_aware(user.body["user"]["created_at"])
     assert_no_secret(response, user.password)
@@ -776,7 +777,13 @@ def test_better_auth_token_creates_user_on_first_use(client: TestClient, db_sess
 
     assert first.status_code == 200, first.text
     body = first.json()
-    assert body == {"id": sub, "email": email, "name": "Ada Lovelace", "created_at": body["created_at"]}
+    assert body == {
+        "id": sub,
+        "email": email,
+        "name": "Ada Lovelace",
+        "created_at": body["created_at"],
+        "notification_channels": ["email", "push"],
+    }
     parse_aware(body["created_at"])
     assert second.status_code == 200, second.text
     assert second.json()["id"] == sub
@@ -798,6 +805,7 @@ def test_better_auth_token_without_email(client: TestClient) -> None:
         "email": None,
         "name": "No Mail",
         "created_at": first.json()["created_at"],
+        "notification_channels": ["email", "push"],
     }
     assert second.status_code == 200, second.text
     assert second.json()["id"] == second_sub and second.json()["email"] is None
@@ -836,6 +844,7 @@ def test_better_auth_user_profile_changes_are_applied(client: TestClient, db_ses
         "email": new_email,
         "name": "New Name",
         "created_at": created.json()["created_at"],
+        "notification_channels": ["email", "push"],
     }
     db_session.expire_all()
     row = db_session.get(User, sub)

@@ -507,7 +507,7 @@ def test_the_migration_adds_the_outbox_and_reverses(scratch_database_url: str) -
                 {"now": datetime(2026, 12, 5, tzinfo=UTC)},
             )
             before = _trigger_names(conn)
-        upgrade(url)
+        upgrade(url, "0008_task_events")
         with engine.begin() as conn:
             assert _trigger_names(conn) == before | EVENT_TRIGGERS
             assert conn.execute(text("SELECT count(*) FROM task_events")).scalar() == 0  # no history is made up

@@ -28,6 +28,7 @@ TASK_KEYS = {
     "trashed_at",
     "tags",
     "checklist",
+    "reminders",
     "recurrence",
     "recurrence_basis",
     "time_zone",

@@ -54,6 +54,7 @@ def expected_task(body: dict[str, Any], **fields: Any) -> dict[str, Any]:
         "trashed_at": None,
         "tags": [],
         "checklist": [],
+        "reminders": [],
         "recurrence": None,
         "recurrence_basis": "due",
         "time_zone": "UTC",

@@ -6,11 +6,14 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, StringConstraints
-from sqlalchemy import Column, ForeignKey, String
+from pydantic import Field as PydanticField
+from sqlalchemy import JSON, Column, ForeignKey, String
+from sqlalchemy.dialects import postgresql
 from sqlmodel import Field, SQLModel
 
 from todo_api.db import UTCDateTime, utcnow
 from todo_api.fields import Email, LoginEmail, NoNul, NotNull
+from todo_api.reminders.models import CHANNELS, Channel
 from todo_api.security import is_common_password
 
 PASSWORD_MIN_LENGTH = 8
@@ -46,6 +49,15 @@ class User(SQLModel, table=True):
     # Set by logout-all and password changes: tokens without a session here (Better Auth's) issued at or
     # before this instant are refused.
     tokens_valid_after: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Where reminders go besides the in-app feed (`reminders.models.CHANNELS`).
+    notification_channels: list[str] = Field(
+        default_factory=lambda: ["email", "push"],
+        sa_column=Column(
+            JSON().with_variant(postgresql.JSONB(), "postgresql"),
+            nullable=False,
+            server_default='["email", "push"]',
+        ),
+    )
 
 
 class AuthSession(SQLModel, table=True):
@@ -127,6 +139,9 @@ class UserPublic(SQLModel):
     email: str | None
     name: str
     created_at: datetime
+    notification_channels: list[Channel] = PydanticField(
+        description="Where reminders go besides the in-app feed, which always gets them"
+    )
 
 
 class Token(SQLModel):
@@ -171,9 +186,16 @@ class SessionPublic(SQLModel):
     current: bool
 
 
+def _channel_set(channels: list[Channel]) -> list[Channel]:
+    return [channel for channel in CHANNELS if channel in channels]
+
+
 class UserUpdate(SQLModel):
     name: Annotated[Name | None, NotNull] = None
     email: Annotated[Email | None, NotNull] = None
+    notification_channels: Annotated[
+        list[Channel] | None, NotNull, PydanticField(max_length=len(CHANNELS)), AfterValidator(_channel_set)
+    ] = None
 
 
 class ChangePassword(SQLModel):

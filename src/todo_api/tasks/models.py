@@ -14,10 +14,12 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     BeforeValidator,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     ValidationInfo,
     computed_field,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic import Field as PydanticField
@@ -119,6 +121,25 @@ class ChecklistItem(BaseModel):
 
 
 Checklist = Annotated[list[ChecklistItem], QueryField(max_length=MAX_CHECKLIST_ITEMS)]
+MAX_REMINDERS = 5
+MAX_MINUTES_BEFORE_DUE = 40320  # four weeks
+
+
+class ReminderIn(BaseModel):
+    """A reminder as a client sends it: `{"at": <date-time>}` or `{"before_due": <minutes>}`. What a task returns
+    (`id`, `fire_at`, `fired_at`) may be sent back as it is: those fields are ignored."""
+
+    at: DueDate | None = None
+    before_due: int | None = PydanticField(default=None, ge=0, le=MAX_MINUTES_BEFORE_DUE)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ReminderIn:
+        if (self.at is None) == (self.before_due is None):
+            raise ValueError('a reminder is either {"at": <date-time>} or {"before_due": <minutes>}')
+        return self
+
+
+Reminders = Annotated[list[ReminderIn], QueryField(max_length=MAX_REMINDERS)]
 Recurrence = Annotated[str, StringConstraints(max_length=MAX_RRULE_LENGTH), AfterValidator(normalize_rrule)]
 """An RFC 5545 RRULE value (`FREQ=WEEKLY;BYDAY=MO,WE`, a leading `RRULE:` accepted), stored normalised."""
 
@@ -142,6 +163,14 @@ def check_series(recurrence: str | None, due_date: datetime | None, time_zone: s
     validate_series(recurrence, time_zone=time_zone, due=due_date)
 
 
+REMINDER_NEEDS_DUE_DATE = "a reminder with before_due needs a due_date"
+
+
+def check_reminders(reminders: list[ReminderIn], due_date: datetime | None) -> None:
+    if due_date is None and any(reminder.before_due is not None for reminder in reminders):
+        raise ValueError(REMINDER_NEEDS_DUE_DATE)
+
+
 class TaskCreate(SQLModel):
     model_config = {"json_schema_extra": {"examples": [_TASK_EXAMPLE]}}
 
@@ -153,6 +182,7 @@ class TaskCreate(SQLModel):
     due_date: DueDate | None = None
     tags: Tags = []
     checklist: Checklist = []
+    reminders: Reminders = []
     recurrence: Recurrence | None = None
     recurrence_basis: RecurrenceBasis = "due"
     time_zone: TimeZoneName = "UTC"
@@ -160,6 +190,7 @@ class TaskCreate(SQLModel):
     @model_validator(mode="after")
     def _series(self) -> TaskCreate:
         check_series(self.recurrence, self.due_date, self.time_zone)
+        check_reminders(self.reminders, self.due_date)
         return self
 
 
@@ -176,6 +207,7 @@ class TaskUpdate(SQLModel):
     due_date: DueDate | None = None
     tags: Annotated[Tags | None, NotNull] = None
     checklist: Annotated[Checklist | None, NotNull] = None
+    reminders: Annotated[Reminders | None, NotNull] = None
     recurrence: Recurrence | None = None
     recurrence_basis: Annotated[RecurrenceBasis | None, NotNull] = None
     time_zone: Annotated[TimeZoneName | None, NotNull] = None
@@ -184,6 +216,8 @@ class TaskUpdate(SQLModel):
     def _series(self) -> TaskUpdate:
         if self.recurrence is not None and "due_date" in self.model_fields_set:
             check_series(self.recurrence, self.due_date, self.time_zone or "UTC")
+        if self.reminders is not None and "due_date" in self.model_fields_set:
+            check_reminders(self.reminders, self.due_date)
         return self
 
 
@@ -351,6 +385,8 @@ class Task(SQLModel, table=True):
     tags: list[Any] = Field(default_factory=list, sa_column=_json_array_column())
     # [{"title": str, "done": bool}, ...]
     checklist: list[Any] = Field(default_factory=list, sa_column=_json_array_column())
+    # [{"at" | "before_due", "id", "fire_at", "fired_at"}, ...] (`tasks.reminders`); `reminder_jobs` arms them.
+    reminders: list[Any] = Field(default_factory=list, sa_column=_json_array_column())
     # Recurring tasks: an RFC 5545 RRULE value (NULL: a one-off task), counted from the due date or the completion.
     recurrence: str | None = Field(default=None, max_length=500)
     recurrence_basis: str = Field(default="due", sa_column=Column(String(10), nullable=False, server_default="due"))
@@ -432,6 +468,27 @@ def task_status(completed: bool) -> TaskStatus:
     return "completed" if completed else "pending"
 
 
+class ReminderPublic(BaseModel):
+    """A task's reminder: `at` (absolute) or `before_due` (minutes before the due date), never both."""
+
+    model_config = {
+        "json_schema_extra": {
+            "examples": [{"id": 1, "before_due": 30, "fire_at": "2026-12-07T08:30:00Z", "fired_at": None}]
+        }
+    }
+
+    id: int = PydanticField(description="Unique within the task; kept while the reminder stays")
+    at: datetime | None = PydanticField(default=None, description="Absent for a relative reminder")
+    before_due: int | None = PydanticField(default=None, description="Absent for an absolute reminder")
+    fire_at: datetime = PydanticField(description="When it fires (UTC)")
+    fired_at: datetime | None = PydanticField(description="When it was delivered; null until then")
+
+    @model_serializer(mode="wrap")
+    def _only_its_kind(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {key: value for key, value in data.items() if key not in ("at", "before_due") or value is not None}
+
+
 class TaskPublic(SQLModel):
     id: int
     user_id: str
@@ -448,6 +505,7 @@ class TaskPublic(SQLModel):
     trashed_at: datetime | None
     tags: list[str]
     checklist: list[ChecklistItem]
+    reminders: list[ReminderPublic]
     recurrence: str | None
     recurrence_basis: RecurrenceBasis
     time_zone: str

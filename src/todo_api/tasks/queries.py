@@ -127,6 +127,11 @@ def find_task(state: State) -> Scoped:
     return _FIND[state]
 
 
+LOCK_TASK = scoped(_SELECT_PUBLIC.where(_ONE, OWNED, LIVE).with_for_update(of=TASKS))
+"""The live task `:task_id`, locked until the transaction ends: a change computed from it (its reminders against
+a new due date) cannot interleave with another."""
+
+
 # A new task: INSERT ... SELECT of its values (checked: only while the caller's session is live). The values are bind
 # parameters named after their columns (the owner's is `:owner_id`); the database computes the generated columns.
 INSERTED_COLUMNS = tuple(column for column in TASKS.c if column.name != "id" and column.computed is None)
@@ -153,6 +158,7 @@ CHANGEABLE = (
     "trashed_at",
     "tags",
     "checklist",
+    "reminders",
     "recurrence",
     "recurrence_basis",
     "time_zone",

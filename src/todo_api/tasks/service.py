@@ -19,7 +19,7 @@ from todo_api.auth.principal import OwnerScope
 from todo_api.db import Database, utcnow
 from todo_api.errors import NotFound, PreconditionFailed, Unauthorized, UnprocessableEntity
 from todo_api.responses import task_headers, task_json
-from todo_api.tasks import queries
+from todo_api.tasks import queries, reminders
 from todo_api.tasks.models import (
     BulkAction,
     PriorityCounts,
@@ -61,6 +61,7 @@ def get_task(conn: Connection, *, scope: OwnerScope, task_id: int) -> Row[Any]:
 def create_task(conn: Connection, *, scope: OwnerScope, data: TaskCreate) -> Row[Any]:
     now = utcnow()
     values = data.model_dump(mode="python")
+    values["reminders"] = reminders.plan(data.reminders, [], data.due_date, now)
     values.update(priority=data.priority.value, completed_at=now if data.completed else None, version=1)
     values.update(created_at=now, updated_at=now, trashed_at=None)
     series_start = data.due_date if data.recurrence is not None else None
@@ -81,9 +82,14 @@ def update_task(conn: Connection, *, scope: OwnerScope, task_id: int, data: Task
     completed = changes.pop("completed", None)
     if "priority" in changes:
         changes["priority"] = changes["priority"].value
-    if changes.get("recurrence") is not None and "due_date" not in changes:
-        _check_rule_against(conn, scope, task_id, changes)
     now = utcnow()
+    rule_against_current = changes.get("recurrence") is not None and "due_date" not in changes
+    if rule_against_current or "reminders" in changes or "due_date" in changes:
+        current = scope.first(conn, queries.LOCK_TASK, {"task_id": _id(task_id)})
+        if current is not None:  # else the update answers 404
+            if rule_against_current:
+                _check_rule_against(current, changes)
+            _plan_reminders(current, changes, data, now)
     values = {f"new_{name}": value for name, value in changes.items()}
     if completed is not None:
         values.update(new_completed=completed, new_completed_at=now if completed else None)
@@ -150,16 +156,27 @@ def _change(
     return row if completion is None else _follow(conn, scope, row, now)
 
 
-def _check_rule_against(conn: Connection, scope: OwnerScope, task_id: int, changes: dict[str, Any]) -> None:
+def _check_rule_against(current: Row[Any], changes: dict[str, Any]) -> None:
     """A rule set without a due date in the same request is checked against the task's own (422 if it has none or
-    the rule never occurs after it). A missing task is left to the update (404)."""
-    current = scope.first(conn, queries.find_task("live"), {"task_id": _id(task_id)})
-    if current is None:
-        return
+    the rule never occurs after it)."""
     try:
         check_series(changes["recurrence"], current.due_date, changes.get("time_zone", current.time_zone))
     except ValueError as exc:
         raise UnprocessableEntity(str(exc)) from None
+
+
+def _plan_reminders(current: Row[Any], changes: dict[str, Any], data: TaskUpdate, now: datetime) -> None:
+    """The reminders sent, or the task's own when only its due date changes, planned against the due date it will
+    have (422 for a `before_due` without one)."""
+    stored = json.loads(current.reminders)
+    due = changes["due_date"] if "due_date" in changes else current.due_date
+    wanted = data.reminders if data.reminders is not None else stored
+    try:
+        planned = reminders.plan(wanted, stored, due, now)
+    except ValueError as exc:
+        raise UnprocessableEntity(str(exc)) from None
+    if "reminders" in changes or planned != stored:
+        changes["reminders"] = planned
 
 
 def _follow(conn: Connection, scope: OwnerScope, row: Row[Any], now: datetime) -> Row[Any]:
@@ -197,6 +214,7 @@ def _follow(conn: Connection, scope: OwnerScope, row: Row[Any], now: datetime) -
             "trashed_at": None,
             "tags": json.loads(row.tags),  # JSON text (`queries.PUBLIC_COLUMNS`)
             "checklist": [{**item, "done": False} for item in json.loads(row.checklist)],
+            "reminders": reminders.carried(json.loads(row.reminders), due),
             "recurrence": row.recurrence,
             "recurrence_basis": row.recurrence_basis,
             "time_zone": row.time_zone,

@@ -109,9 +109,10 @@ def _value(dialect: str, row: str, name: str, kind: str, nullable: bool) -> str:
     return f"COALESCE({text}, 'null')" if nullable else text
 
 
-def _rendered(dialect: str, row: str) -> str:
+def _rendered(dialect: str, row: str, fields: Sequence[tuple[str, str, bool]] = FIELDS) -> str:
+    """The event's JSON for the task in `row`, with the task's public `fields` (a later revision passes its own)."""
     pieces = []
-    for position, (name, kind, nullable) in enumerate(FIELDS):
+    for position, (name, kind, nullable) in enumerate(fields):
         key = ("{" if position == 0 else ",") + f'"{name}":'
         pieces.append(f"'{key}' || {_value(dialect, row, name, kind, nullable)}")
     status = f'CASE WHEN {row}.completed THEN \',"status":"completed"}}\' ELSE \',"status":"pending"}}\' END'
@@ -142,14 +143,19 @@ SELECT changed.user_id,
        changed.type, changed.task_id, changed.data, now()
 FROM changed JOIN counts USING (user_id) JOIN bumped USING (user_id)
 """
-_PG_CHANGES = {
-    "insert": f"SELECT r.user_id, r.id AS task_id, 'task.created' AS type, {_rendered('postgresql', 'r')} AS data "
-    "FROM new_rows r",
-    "update": f"SELECT r.user_id, r.id AS task_id, {_update_type('r', 'o')} AS type, "
-    f"{_rendered('postgresql', 'r')} AS data FROM new_rows r JOIN old_rows o ON o.id = r.id",
-    "delete": "SELECT o.user_id, o.id AS task_id, 'task.deleted' AS type, '{\"task_id\":' || o.id || '}' AS data "
-    "FROM old_rows o WHERE EXISTS (SELECT 1 FROM users WHERE users.id = o.user_id)",
-}
+
+
+def _pg_changes(fields: Sequence[tuple[str, str, bool]]) -> dict[str, str]:
+    rendered = _rendered("postgresql", "r", fields)
+    return {
+        "insert": f"SELECT r.user_id, r.id AS task_id, 'task.created' AS type, {rendered} AS data FROM new_rows r",
+        "update": f"SELECT r.user_id, r.id AS task_id, {_update_type('r', 'o')} AS type, "
+        f"{rendered} AS data FROM new_rows r JOIN old_rows o ON o.id = r.id",
+        "delete": "SELECT o.user_id, o.id AS task_id, 'task.deleted' AS type, '{\"task_id\":' || o.id || '}' AS data "
+        "FROM old_rows o WHERE EXISTS (SELECT 1 FROM users WHERE users.id = o.user_id)",
+    }
+
+
 _TRANSITIONS = {
     "insert": "REFERENCING NEW TABLE AS new_rows",
     "update": "REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows",
@@ -167,11 +173,14 @@ BEGIN
     SELECT {row}.user_id, seq, {type}, {row}.id, {data}, {now} FROM event_counters WHERE user_id = {row}.user_id;
 END
 """
-_SQLITE_EVENTS = {
-    "insert": ("NEW", "'task.created'", _rendered("sqlite", "NEW")),
-    "update": ("NEW", _update_type("NEW", "OLD"), _rendered("sqlite", "NEW")),
-    "delete": ("OLD", "'task.deleted'", "'{\"task_id\":' || OLD.id || '}'"),
-}
+
+
+def _sqlite_events(fields: Sequence[tuple[str, str, bool]]) -> dict[str, tuple[str, str, str]]:
+    return {
+        "insert": ("NEW", "'task.created'", _rendered("sqlite", "NEW", fields)),
+        "update": ("NEW", _update_type("NEW", "OLD"), _rendered("sqlite", "NEW", fields)),
+        "delete": ("OLD", "'task.deleted'", "'{\"task_id\":' || OLD.id || '}'"),
+    }
 
 
 def _is_postgresql() -> bool:
@@ -208,8 +217,13 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["user_id"], ["users.id"], name="fk_stream_tickets_user_id_users", ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("ticket_hash", name="pk_stream_tickets"),
     )
+    create_triggers(FIELDS)
+
+
+def create_triggers(fields: Sequence[tuple[str, str, bool]]) -> None:
+    """The event triggers on `tasks`, rendering the task's public `fields` (also used by later revisions)."""
     if _is_postgresql():
-        for event, changes in _PG_CHANGES.items():
+        for event, changes in _pg_changes(fields).items():
             op.execute(
                 f"CREATE FUNCTION task_events_{event}() RETURNS trigger LANGUAGE plpgsql AS $body$ BEGIN "
                 + _PG_EMIT.format(changes=changes)
@@ -220,7 +234,7 @@ def upgrade() -> None:
                 f"FOR EACH STATEMENT EXECUTE FUNCTION task_events_{event}()"
             )
     else:
-        for event, (row, type_, data) in _SQLITE_EVENTS.items():
+        for event, (row, type_, data) in _sqlite_events(fields).items():
             op.execute(
                 _SQLITE_TRIGGER.format(
                     event=event, EVENT=event.upper(), row=row, type=type_, data=data, now=_SQLITE_NOW
@@ -228,12 +242,16 @@ def upgrade() -> None:
             )
 
 
-def downgrade() -> None:
+def drop_triggers() -> None:
     postgresql = _is_postgresql()
     for event in ("insert", "update", "delete"):
         op.execute(f"DROP TRIGGER task_events_{event} ON tasks" if postgresql else f"DROP TRIGGER task_events_{event}")
         if postgresql:
             op.execute(f"DROP FUNCTION task_events_{event}()")
+
+
+def downgrade() -> None:
+    drop_triggers()
     op.drop_table("stream_tickets")
     op.drop_index("ix_task_events_created_at", table_name="task_events")
     op.drop_table("task_events")
