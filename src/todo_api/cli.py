@@ -1,4 +1,5 @@
-"""The `todo-api` command: `serve` (migrates first), `migrate`, and `purge-trash` (for cron)."""
+"""The `todo-api` command: `serve` (migrates first), `migrate`, `worker` (reminders apart from the API), and
+`purge-trash` (for cron)."""
 
 from __future__ import annotations
 
@@ -26,6 +27,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, help="worker processes (default: the WEB_CONCURRENCY setting)")
     serve.add_argument("--reload", action="store_true", help="restart on code changes (development)")
     commands.add_parser("migrate", help="upgrade the database to the newest schema")
+    commands.add_parser(
+        "worker",
+        help="run the reminder scheduler without serving the API (set REMINDERS_ENABLED=false on the API then, "
+        "or keep both: they share the work); it never migrates",
+    )
     purge = commands.add_parser(
         "purge-trash",
         help="permanently delete tasks that have been in the trash too long (run it from cron; it never migrates)",
@@ -51,6 +57,29 @@ def purge_trash(days: int) -> int:
         engine.dispose()
     sys.stdout.write(f"purged {purged} task(s) trashed more than {days} day(s) ago\n")
     return purged
+
+
+def worker(settings: Settings) -> None:
+    """The reminder scheduler in this process until SIGTERM or SIGINT, which let the sends under way finish."""
+    import signal
+
+    from todo_api.events.hub import publisher
+    from todo_api.reminders.scheduler import Scheduler
+
+    engine = build_engine(settings)
+    try:
+        with engine.connect() as connection:
+            check_schema(connection)
+        scheduler = Scheduler(Database(engine, settings), settings)
+        with publisher(settings) as publish:
+            scheduler.database.committed = publish  # the API instances' streams hear of reminder events
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: scheduler.stop())
+            sys.stdout.write("todo-api worker: sending reminders (SIGTERM or Ctrl+C to stop)\n")
+            sys.stdout.flush()
+            scheduler.run()
+    finally:
+        engine.dispose()
 
 
 def serve(settings: Settings, *, host: str, port: int, workers: int, reload: bool) -> None:
@@ -96,6 +125,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         create_development_secret()  # before any Settings are built: this process and every worker read one secret
     settings = get_settings()
     configure_logging(settings.LOG_LEVEL, settings.log_format)
+    if args.command == "worker":
+        try:
+            worker(settings)
+        except SchemaNotCurrent as exc:
+            sys.stderr.write(f"todo-api: {exc}\n")
+            return 1
+        return 0
     if args.command == "purge-trash":
         try:
             purge_trash(settings.TRASH_RETENTION_DAYS if args.days is None else args.days)

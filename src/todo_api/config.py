@@ -176,6 +176,25 @@ class Settings(_SecretSettings):
     # Where an MCP client logs in (RFC 9728's authorization_servers); default: BETTER_AUTH_URL when set.
     MCP_AUTHORIZATION_SERVERS: Annotated[list[str], NoDecode] = Field(default=[])
 
+    # Reminders (docs/api.md#reminders): the scheduler in every `serve` process (or `todo-api worker`). Seconds.
+    REMINDERS_ENABLED: bool = True
+    REMINDER_POLL_SECONDS: float = Field(default=10, gt=0)
+    REMINDER_RETRY_SECONDS: float = Field(default=30, gt=0)
+    REMINDER_MAX_ATTEMPTS: int = Field(default=8, ge=5, le=30)
+    REMINDER_MAX_LATENESS: float = Field(default=86400, gt=0)
+    REMINDER_BATCH_SIZE: int = Field(default=200, ge=1, le=5000)
+    REMINDER_SEND_CONCURRENCY: int = Field(default=8, ge=1, le=64)
+    # How long a claimed send stays claimed (an instance that died while sending: another sends it after this).
+    REMINDER_CLAIM_SECONDS: float = Field(default=60, gt=0)
+    # Web Push: the VAPID key pair's private key (PEM, or base64url of the raw key or DER) and the contact.
+    VAPID_PRIVATE_KEY: str = Field(default="", repr=False)
+    VAPID_SUBJECT: str = ""
+    PUSH_TIMEOUT: float = Field(default=5, gt=0, le=60)
+    PUSH_TTL: int = Field(default=86400, ge=0, le=2419200)  # how long a push service keeps a message for
+    # Let push endpoints be http:// and private or loopback addresses (tests, local development; refused in
+    # production).
+    PUSH_ALLOW_PRIVATE_ENDPOINTS: bool = False
+
     @field_validator(
         "CORS_ORIGINS",
         "TRUSTED_PROXIES",
@@ -268,6 +287,36 @@ class Settings(_SecretSettings):
         if self.BETTER_AUTH_DATABASE_URL == self.DATABASE_URL:
             self.BETTER_AUTH_DATABASE_URL = ""
         return self
+
+    @field_validator("VAPID_PRIVATE_KEY")
+    @classmethod
+    def _vapid_key(cls, value: str) -> str:
+        value = value.strip()
+        if value:
+            from todo_api.reminders.push import load_vapid_key
+
+            load_vapid_key(value)  # ValueError (saying nothing of the key) -> refused at start
+        return value
+
+    @field_validator("VAPID_SUBJECT")
+    @classmethod
+    def _vapid_subject(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("mailto:", "https://")):
+            raise ValueError("VAPID_SUBJECT must be a mailto: or https:// URL")
+        return value
+
+    @model_validator(mode="after")
+    def _push_settings(self) -> Settings:
+        if self.VAPID_PRIVATE_KEY and not self.VAPID_SUBJECT:
+            raise ValueError("VAPID_PRIVATE_KEY needs VAPID_SUBJECT (a mailto: or https:// contact)")
+        if self.PUSH_ALLOW_PRIVATE_ENDPOINTS and self.ENVIRONMENT.lower() == "production":
+            raise ValueError("PUSH_ALLOW_PRIVATE_ENDPOINTS cannot be on when ENVIRONMENT=production")
+        return self
+
+    @property
+    def push_enabled(self) -> bool:
+        return bool(self.VAPID_PRIVATE_KEY)
 
     @model_validator(mode="after")
     def _check_secret(self) -> Settings:

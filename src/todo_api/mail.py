@@ -1,4 +1,5 @@
-"""Outgoing email over SMTP. Sending runs after the response; failures are logged, never raised."""
+"""Outgoing email over SMTP: the password reset (after the response; failures are logged, never raised) and
+reminders (from the scheduler, which retries what raises)."""
 
 from __future__ import annotations
 
@@ -30,11 +31,26 @@ def send_password_reset(settings: Settings, *, to: str, token: str) -> None:
         f"The link works once. If you did not ask for this, ignore this email: your password is unchanged.\n"
     )
     try:
-        with smtplib.SMTP(settings.SMTP_HOST, settings.SMTP_PORT, timeout=settings.SMTP_TIMEOUT) as smtp:
-            if settings.SMTP_STARTTLS:
-                smtp.starttls()
-            if settings.SMTP_USER:
-                smtp.login(settings.SMTP_USER, settings.SMTP_PASSWORD)
-            smtp.send_message(message)
+        send(settings, message)
     except (OSError, smtplib.SMTPException) as exc:
         logger.error("password reset email not sent: %s", type(exc).__name__)
+
+
+def send(settings: Settings, message: EmailMessage) -> None:
+    """One message through SMTP_HOST; raises OSError or smtplib.SMTPException when it is not accepted."""
+    with smtplib.SMTP(settings.SMTP_HOST, settings.SMTP_PORT, timeout=settings.SMTP_TIMEOUT) as smtp:
+        if settings.SMTP_STARTTLS:
+            smtp.starttls()
+        if settings.SMTP_USER:
+            smtp.login(settings.SMTP_USER, settings.SMTP_PASSWORD)
+        smtp.send_message(message)
+
+
+def reminder_message(settings: Settings, *, to: str, title: str, due: str | None, fire_at: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = settings.MAIL_FROM
+    message["To"] = to
+    message["Subject"] = f"Reminder: {title}"
+    due_line = f"It is due {due} (UTC).\n" if due else ""
+    message.set_content(f"This is the reminder you set for {fire_at} (UTC):\n\n    {title}\n\n{due_line}")
+    return message

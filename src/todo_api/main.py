@@ -26,6 +26,9 @@ from todo_api.logs import configure_logging
 from todo_api.metrics import get_metrics
 from todo_api.middleware import REQUEST_ID_HEADER, InputLimitMiddleware, RequestContextMiddleware
 from todo_api.ratelimit import RateLimiter
+from todo_api.reminders.push import application_server_key, load_vapid_key
+from todo_api.reminders.router import router as reminders_router
+from todo_api.reminders.scheduler import Scheduler
 from todo_api.tasks.router import router as tasks_router
 
 EXPOSED_HEADERS = ["X-Total-Count", "Link", "ETag", REQUEST_ID_HEADER]
@@ -53,6 +56,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         threads.total_tokens = pool_capacity(settings)
         async with AsyncExitStack() as stack:
             await stack.enter_async_context(app.state.events.running())
+            if settings.REMINDERS_ENABLED:
+                # Its own engine: its connection is never one a request's thread waits for (`Database`).
+                scheduler = Scheduler(Database(build_engine(settings), settings), settings)
+                scheduler.database.committed = app.state.events.committed  # reminder events wake streams
+                scheduler.start()
+                stack.push_async_callback(scheduler.aclose)
             if settings.MCP_ENABLED:
                 await stack.enter_async_context(agents.serving(app.state.mcp))
             yield
@@ -77,6 +86,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.rate_limiter = RateLimiter(settings)
     app.state.better_auth = better_auth
     app.state.events = Hub(app.state.database, settings)
+    app.state.push_public_key = (
+        application_server_key(load_vapid_key(settings.VAPID_PRIVATE_KEY)) if settings.push_enabled else None
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.CORS_ORIGINS,
@@ -96,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(system.router)
     app.include_router(auth_router)
     app.include_router(events_router)
+    app.include_router(reminders_router)
     if settings.MCP_ENABLED:
         app.state.mcp = build_server(log_level="DEBUG" if settings.LOG_LEVEL.upper() == "DEBUG" else "WARNING")
         app.state.mcp_tools = frozenset(TOOLS)

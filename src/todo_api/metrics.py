@@ -33,6 +33,19 @@ class Metrics:
             registry=self.registry,
         )
         self.logins = Counter("auth_logins_total", "Password logins", ["outcome"], registry=self.registry)
+        self.reminders_sent = Counter(
+            "reminders_sent_total",
+            "Reminder sends by channel and outcome (sent, retry, failed, gone, refused, late)",
+            ["channel", "outcome"],
+            registry=self.registry,
+        )
+        self.reminder_lag = Histogram(
+            "reminder_delivery_lag_seconds",
+            "From a reminder's fire_at to its delivery",
+            ["channel"],
+            buckets=(0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 900, 3600, 86400),
+            registry=self.registry,
+        )
         self.pool_in_use = Gauge(
             "db_pool_connections_in_use",
             "Database connections checked out of the pool",

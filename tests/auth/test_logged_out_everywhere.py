@@ -16,6 +16,7 @@ from fastapi.testclient import TestClient
 
 from tests.auth.helpers import LOGOUT, assert_unauthorized, first_session, login
 from tests.factories import UserFactory, bearer, better_auth_token
+from todo_api.reminders.models import PushSubscriptionIn
 from todo_api.tasks.models import TagRename, TaskBulk, TaskCompletion, TaskCreate, TaskUpdate
 
 # A valid body for every request model a route under /api/{user_id} takes ({task} is an existing task's id): the
@@ -27,6 +28,13 @@ SAMPLE_BODIES: dict[type[Any], dict[str, Any]] = {
     TaskCompletion: {"completed": True},
     TaskBulk: {"action": "complete", "ids": ["{task}"]},
     TagRename: {"name": "renamed"},
+    PushSubscriptionIn: {
+        "endpoint": "https://push.example.com/send/1",
+        "keys": {
+            "p256dh": "BNcRdreALRFXTkOOUHK1EtK2wtaz5Ry4YfYCA_0QTpQtUbVlUls0VJXg7A8u-Ts1XbjhazAkj7I99e8QcYP7DkM",
+            "auth": "tBHItJI5svbpez7KI4CCXg",
+        },
+    },
 }
 PREFIX = "/api/{user_id}"
 
@@ -107,6 +115,8 @@ def test_every_owner_route_refuses_a_logged_out_token(
                     url = (
                         path.replace("{user_id}", owner)
                         .replace("{task_id}", str(task))
+                        .replace("{subscription_id}", str(task))
+                        .replace("{notification_id}", str(task))
                         .replace("{name}", "mine" if task == task_id else "none")
                     )
                     headers = dict(leaving) if key is None else {**leaving, "Idempotency-Key": key}

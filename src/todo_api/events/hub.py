@@ -17,8 +17,9 @@ import logging
 import secrets
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager, suppress
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -256,3 +257,33 @@ def _on_shutdown_signal(callback: Callable[[], Any]) -> Callable[[], None]:
                 signal.signal(sig, earlier)
 
     return restore
+
+
+@contextmanager
+def publisher(settings: Settings) -> Iterator[Callable[[frozenset[str]], None]]:
+    """For a process that serves no streams (`todo-api worker`): a `Database.committed` that tells the other
+    instances through Redis (when there is one; they catch up at their next check otherwise)."""
+    url = settings.redis_url
+    if not url:
+        yield lambda user_ids: None
+        return
+    from redis import Redis as SyncRedis
+
+    client: SyncRedis[bytes] = SyncRedis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    instance = secrets.token_hex(8)
+    failed_at = float("-inf")
+
+    def publish(user_ids: frozenset[str]) -> None:
+        nonlocal failed_at
+        try:
+            client.publish(CHANNEL, " ".join([instance, *sorted(user_ids)]))
+        except (RedisError, OSError) as exc:
+            now = time.monotonic()
+            if now - failed_at >= REDIS_RETRY_SECONDS:
+                logger.warning("events: could not publish to Redis (%s)", type(exc).__name__)
+                failed_at = now
+
+    try:
+        yield publish
+    finally:
+        client.close()
