@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import Connection, Engine, create_engine, make_url, text
 from sqlmodel import Session
 
+from tests import netguard
 from tests.factories import TEST_SECRET, UserFactory
 from todo_api.config import Settings, normalize_database_url
 from todo_api.db import Database, build_engine, get_database
@@ -94,6 +95,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "LOG_LEVEL": "WARNING",
         # The suite registers many users from one client; rate-limit tests switch limits on explicitly.
         "RATE_LIMIT_ENABLED": False,
+        # The reminder tests run the scheduler themselves (a thread polling a test's uncommitted data helps nobody).
+        "REMINDERS_ENABLED": False,
     }
     values.update(overrides)
     return Settings(_env_file=None, **values)
@@ -204,6 +207,12 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
 def tmp_cwd(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests stay on loopback: a connection anywhere else fails the test (tests/netguard.py)."""
+    netguard.install()
+    config.add_cleanup(netguard.uninstall)
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
