@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
+import subprocess
 import sys
-import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 from py_vapid import Vapid
@@ -30,7 +35,7 @@ from sqlalchemy import create_engine, text
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from streams import cpu_seconds  # noqa: E402 (bench scripts are not a package)
-from tasks_100k import percentile, private_database, serve  # noqa: E402
+from tasks_100k import SECRET, percentile, private_database, serve  # noqa: E402
 from tests.reminders.push_service import PushService  # noqa: E402 (the same stand-in as the tests)
 
 from todo_api.config import normalize_database_url  # noqa: E402
@@ -83,25 +88,56 @@ def insert_reminders(database_url: str, user_ids: list[str], count: int, fire: d
     assert armed == count, f"{armed} of {count} reminders armed"
 
 
-class Reader(threading.Thread):
-    """Reads one task back to back; keeps (start time, latency) of each read."""
-
-    def __init__(self, base_url: str, headers: dict[str, str], task_id: int) -> None:
-        super().__init__(daemon=True)
-        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=30)
-        self.path = f"/api/me/tasks/{task_id}"
-        self.samples: list[tuple[float, float]] = []
-        self.stopping = threading.Event()
-
-    def run(self) -> None:
-        while not self.stopping.is_set():
-            start = time.time()
-            self.http.get(self.path).raise_for_status()
-            self.samples.append((start, time.time() - start))
+def read_loop(base_url: str, headers: dict[str, str], task_id: int, until: float, samples: Any) -> None:
+    """Reads one task back to back until `until`, sending each read's (start time, latency) to `samples`. Run in a
+    process of its own: the stand-in's work (checking and decrypting 10,000 messages) must not slow the client."""
+    with httpx.Client(base_url=base_url, headers=headers, timeout=30) as http:
+        path = f"/api/me/tasks/{task_id}"
+        taken = []
+        while (start := time.time()) < until:
+            http.get(path).raise_for_status()
+            taken.append((start, time.time() - start))
             time.sleep(0.005)
+    samples.put(taken)
 
-    def between(self, start: float, end: float) -> list[float]:
-        return [latency for at, latency in self.samples if start <= at < end]
+
+@contextmanager
+def worker(database_url: str, apart: bool, settings: dict[str, str]) -> Iterator[None]:
+    """With `--worker`: the scheduler as `todo-api worker`, a process of its own (the API's is off)."""
+    if not apart:
+        yield
+        return
+    env = {**os.environ, **settings, "DATABASE_URL": database_url, "ENVIRONMENT": "bench", "BETTER_AUTH_SECRET": SECRET}
+    process = subprocess.Popen([sys.executable, "-m", "todo_api", "worker"], env=env, stdout=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def postgres_cpu() -> float:
+    """CPU seconds of every PostgreSQL process on this machine (the shared server: other work counts too)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text_ = stat.read_text()
+        except OSError:
+            continue
+        if "(postgres)" in text_:
+            total += cpu_seconds(int(stat.parent.name))
+    return total
+
+
+def machine_times() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores (/proc/stat)."""
+    fields = [int(value) for value in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
+
+
+def between(samples: list[tuple[float, float]], start: float, end: float) -> list[float]:
+    return [latency for at, latency in samples if start <= at < end]
 
 
 def main() -> None:
@@ -111,6 +147,12 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--spread", type=float, default=0.0)
     parser.add_argument("--idle", type=float, default=8.0)
+    parser.add_argument("--worker", action="store_true", help="the scheduler in `todo-api worker`, apart")
+    parser.add_argument("--profile", help="write py-spy's collapsed stacks of the server's burst here")
+    parser.add_argument("--py-spy", default="py-spy")
+    parser.add_argument("--server-pythonpath", default="", help="(experiments: e.g. a sitecustomize)")
+    parser.add_argument("--send-concurrency", default="8", help="REMINDER_SEND_CONCURRENCY")
+    parser.add_argument("--read-seconds", type=float, default=15.0, help="reads from the first fire_at on")
     args = parser.parse_args()
 
     vapid = Vapid()
@@ -123,20 +165,30 @@ def main() -> None:
                 **QUIET,
                 "REMINDERS_ENABLED": "true",
                 "REMINDER_POLL_SECONDS": "1",
+                "REMINDER_SEND_CONCURRENCY": args.send_concurrency,
+                **({"PYTHONPATH": args.server_pythonpath} if args.server_pythonpath else {}),
                 "VAPID_PRIVATE_KEY": pem,
                 "VAPID_SUBJECT": "mailto:bench@example.com",
                 "PUSH_ALLOW_PRIVATE_ENDPOINTS": "true",
             }
-            with serve(database_url, **settings) as (base_url, pid):
+            api_settings = {**settings, "REMINDERS_ENABLED": "false"} if args.worker else settings
+            with serve(database_url, **api_settings) as (base_url, pid), worker(database_url, args.worker, settings):
                 users = setup_users(base_url, push, args.users)
                 fire = (datetime.now(UTC) + timedelta(seconds=args.idle + 12)).replace(microsecond=0)
                 insert_reminders(database_url, [user[0] for user in users], args.reminders, fire, args.spread)
-                reader = Reader(base_url, users[0][1], users[0][2])
+                context = multiprocessing.get_context("spawn")
+                queue = context.Queue()
+                until = fire.timestamp() + args.spread + args.read_seconds
+                reader = context.Process(target=read_loop, args=(base_url, users[0][1], users[0][2], until, queue))
                 reader.start()
-                while time.time() < fire.timestamp() - 0.5:
+                while time.time() < fire.timestamp():
                     time.sleep(0.05)
-                idle = reader.between(fire.timestamp() - args.idle - 0.5, fire.timestamp() - 0.5)
                 cpu_before = cpu_seconds(pid)
+                machine_before, own_before, db_before = machine_times(), os.times(), postgres_cpu()
+                profiler = None
+                if args.profile:  # py-spy on the server for the burst (collapsed stacks)
+                    command = [args.py_spy, "record", "-p", str(pid), "-d", "25", "-r", "200", "-f", "raw"]
+                    profiler = subprocess.Popen([*command, "-o", args.profile], stdout=subprocess.DEVNULL)
                 arrivals: list[float] = []
                 deadline = fire.timestamp() + args.spread + 300
                 while len(arrivals) < args.reminders and time.time() < deadline:
@@ -144,10 +196,16 @@ def main() -> None:
                     arrivals.extend([time.time()] * (seen - len(arrivals)))
                     time.sleep(0.01)
                 cpu = cpu_seconds(pid) - cpu_before
+                machine_after, own_after, db = machine_times(), os.times(), postgres_cpu() - db_before
+                own = (own_after.user + own_after.system) - (own_before.user + own_before.system)
+                busy = (machine_after[0] - machine_before[0]) / max(machine_after[1] - machine_before[1], 1)
                 end = time.time()
-                reader.stopping.set()
+                if profiler is not None:
+                    profiler.wait()
+                samples = queue.get(timeout=args.read_seconds + args.spread + 600)
                 reader.join()
-                burst = reader.between(fire.timestamp(), end)
+                idle = between(samples, fire.timestamp() - args.idle - 0.5, fire.timestamp() - 0.5)
+                burst = between(samples, fire.timestamp(), min(end, until))
 
     fires = [fire.timestamp() + args.spread * n / args.reminders for n in range(args.reminders)]
     # Messages arrive in fire_at order within a batch (ORDER BY fire_at): the n-th arrival is the n-th reminder.
@@ -159,7 +217,11 @@ def main() -> None:
             f"lag (fire_at -> delivered): p50 {percentile(lags, 0.5):.2f} s, p99 {percentile(lags, 0.99):.2f} s, "
             f"max {max(lags):.2f} s; all delivered {end - fire.timestamp():.1f} s after the first fire_at"
         )
-    print(f"server CPU during the burst: {cpu:.1f} s")
+    print(
+        f"CPU during the burst: server {cpu:.1f} s, PostgreSQL {db:.1f} s, this process (the push stand-in) "
+        f"{own:.1f} s; "
+        f"the machine's cores {busy * 100:.0f} % busy"
+    )
     print(
         f"task read p95: idle {percentile(idle, 0.95) * 1000:.1f} ms ({len(idle)} reads), "
         f"during the burst {percentile(burst, 0.95) * 1000:.1f} ms ({len(burst)} reads); "

@@ -58,7 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await stack.enter_async_context(app.state.events.running())
             if settings.REMINDERS_ENABLED:
                 # Its own engine: its connection is never one a request's thread waits for (`Database`).
-                scheduler = Scheduler(Database(build_engine(settings), settings), settings)
+                database = Database(build_engine(settings), settings)
+                scheduler = Scheduler(database, settings, busy=lambda: threads.borrowed_tokens > 0)
                 scheduler.database.committed = app.state.events.committed  # reminder events wake streams
                 scheduler.start()
                 stack.push_async_callback(scheduler.aclose)

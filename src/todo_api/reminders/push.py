@@ -5,25 +5,25 @@ A subscription's endpoint is a URL the user gave us, which the server will POST 
 it can reach (server-side request forgery). So an endpoint must be `https`, its host must resolve to public
 addresses only (never loopback, private, link-local, the cloud metadata address or anything else not global), and
 the connection goes to the very address that was checked (a name that resolves differently the second time cannot
-move it): checked when the subscription is made, and again at every send. No redirect is followed, the response's
-body is read to at most a few KB, and every step has PUSH_TIMEOUT. pywebpush's own senders (requests, aiohttp)
-cannot be told which address to connect to, so the sending is ours. PUSH_ALLOW_PRIVATE_ENDPOINTS (tests, local
-development; refused in production) lifts the address and `https` checks.
+move it): checked when the subscription is made, and again for every new connection. Sends go through aiohttp (the
+client pywebpush itself uses) with a resolver that checks what it returns and no DNS cache; no redirect is followed,
+the response's body is read to at most a few KB, and a send has PUSH_TIMEOUT in all. PUSH_ALLOW_PRIVATE_ENDPOINTS
+(tests, local development; refused in production) lifts the address and `https` checks.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import http.client
 import ipaddress
 import socket
-import ssl
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
 from cryptography.hazmat.primitives import serialization
 from py_vapid import Vapid
 from pywebpush import WebPusher
@@ -33,6 +33,9 @@ from todo_api.config import Settings
 MAX_RESPONSE_BYTES = 4096
 VAPID_LIFETIME = 12 * 3600  # the JWT's `exp` (RFC 8292: at most 24 hours)
 VAPID_RENEW_BEFORE = 3600  # a cached header is signed again when it has less than this left
+
+
+PUBLIC_ONLY = "endpoint must be a public address (not loopback, private, link-local or reserved)"
 
 
 class EndpointRefused(ValueError):
@@ -77,7 +80,6 @@ class Target:
     scheme: str
     host: str
     port: int
-    path: str
     address: str
 
     @property
@@ -87,8 +89,8 @@ class Target:
         return f"{self.scheme}://{host}" + ("" if self.port == default else f":{self.port}")
 
 
-def check_endpoint(endpoint: str, *, allow_private: bool) -> Target:
-    """The endpoint's target, resolved and checked (EndpointRefused when it may not be contacted)."""
+def _parse(endpoint: str, *, allow_private: bool) -> tuple[str, str, int]:
+    """The endpoint's scheme, host and port, if it is a URL the server may POST to (EndpointRefused if not)."""
     try:
         parts = urlsplit(endpoint)
         port = parts.port or (443 if parts.scheme == "https" else 80)
@@ -99,42 +101,64 @@ def check_endpoint(endpoint: str, *, allow_private: bool) -> Target:
         raise EndpointRefused("endpoint must be an https:// URL")
     if parts.username is not None or parts.password is not None:
         raise EndpointRefused("endpoint must not carry credentials")
-    host = parts.hostname
+    return parts.scheme, parts.hostname, port
+
+
+def _checked(addresses: list[str], *, allow_private: bool) -> list[str]:
+    if not addresses:
+        raise EndpointRefused("endpoint's host does not resolve")
+    if not allow_private and not all(_is_public(address) for address in addresses):
+        raise EndpointRefused(PUBLIC_ONLY)
+    return addresses
+
+
+def _addresses(infos: list[tuple[Any, ...]]) -> list[str]:
+    return [str(info[4][0]) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
+
+
+def check_endpoint(endpoint: str, *, allow_private: bool) -> Target:
+    """The endpoint's target, resolved and checked (EndpointRefused when it may not be contacted)."""
+    scheme, host, port = _parse(endpoint, allow_private=allow_private)
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
         raise EndpointRefused("endpoint's host does not resolve") from None
-    addresses = [str(info[4][0]) for info in found if info[0] in (socket.AF_INET, socket.AF_INET6)]
-    if not addresses:
-        raise EndpointRefused("endpoint's host does not resolve")
-    if not allow_private and not all(_is_public(address) for address in addresses):
-        raise EndpointRefused("endpoint must be a public address (not loopback, private, link-local or reserved)")
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    return Target(parts.scheme, host, port, path, addresses[0])
+    addresses = _checked(_addresses(found), allow_private=allow_private)
+    return Target(scheme, host, port, addresses[0])
 
 
-class _PinnedHTTPConnection(http.client.HTTPConnection):
-    """Connects to the checked address, whatever the name resolves to now."""
+class CheckingResolver(AbstractResolver):
+    """aiohttp's resolver for push sends: a name's addresses, each checked (EndpointRefused if any may not be
+    contacted); the connection goes to one of these very addresses. aiohttp asks it for every new connection (its
+    DNS cache is off); an IP literal never reaches it, so `PushSender.send` checks those itself."""
 
-    def __init__(self, target: Target, timeout: float) -> None:
-        super().__init__(target.host, target.port, timeout=timeout)
-        self._address = target.address
+    def __init__(self, *, allow_private: bool) -> None:
+        self.allow_private = allow_private
 
-    def connect(self) -> None:
-        self.sock = socket.create_connection((self._address, self.port), self.timeout)
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        loop = asyncio.get_running_loop()
+        try:
+            infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
+        except (OSError, UnicodeError):
+            raise EndpointRefused("endpoint's host does not resolve") from None
+        checked = set(_checked(_addresses(infos), allow_private=self.allow_private))
+        return [
+            {
+                "hostname": host,
+                "host": str(info[4][0]),
+                "port": port,
+                "family": info[0],
+                "proto": info[2],
+                "flags": socket.AI_NUMERICHOST | socket.AI_NUMERICSERV,
+            }
+            for info in infos
+            if str(info[4][0]) in checked
+        ]
 
-
-class _PinnedHTTPSConnection(http.client.HTTPSConnection):
-    """The same over TLS: the certificate is checked against the endpoint's host name (SNI too)."""
-
-    def __init__(self, target: Target, timeout: float, context: ssl.SSLContext) -> None:
-        super().__init__(target.host, target.port, timeout=timeout, context=context)
-        self._address = target.address
-        self._tls = context
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self._address, self.port), self.timeout)
-        self.sock = self._tls.wrap_socket(sock, server_hostname=self.host)
+    async def close(self) -> None:
+        return None
 
 
 @dataclass(frozen=True)
@@ -145,7 +169,7 @@ class PushSubscriptionKeys:
 
 
 class PushSender:
-    """Sends one encrypted message to one subscription; thread-safe (the scheduler sends from several threads)."""
+    """Sends one encrypted message to one subscription, from the scheduler's event loop (`session()` there)."""
 
     def __init__(self, settings: Settings) -> None:
         self.vapid = load_vapid_key(settings.VAPID_PRIVATE_KEY)
@@ -154,45 +178,54 @@ class PushSender:
         self.timeout = settings.PUSH_TIMEOUT
         self.ttl = settings.PUSH_TTL
         self.allow_private = settings.PUSH_ALLOW_PRIVATE_ENDPOINTS
-        self._tls = ssl.create_default_context()
+        self.concurrency = settings.REMINDER_SEND_CONCURRENCY
         self._headers: dict[str, tuple[float, str]] = {}  # origin -> (expiry, Authorization header)
-        self._lock = threading.Lock()
+
+    def session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            resolver=CheckingResolver(allow_private=self.allow_private),
+            use_dns_cache=False,
+            limit=self.concurrency,
+        )
+        return aiohttp.ClientSession(
+            connector=connector, timeout=aiohttp.ClientTimeout(total=self.timeout), trust_env=False
+        )
 
     def _authorization(self, origin: str) -> str:
         now = time.time()
-        with self._lock:
-            cached = self._headers.get(origin)
-            if cached is not None and cached[0] - now > VAPID_RENEW_BEFORE:
-                return cached[1]
+        cached = self._headers.get(origin)
+        if cached is not None and cached[0] - now > VAPID_RENEW_BEFORE:
+            return cached[1]
         expiry = int(now) + VAPID_LIFETIME
         signed: dict[str, Any] = self.vapid.sign({"aud": origin, "exp": expiry, "sub": self.subject})
         header = str(signed["Authorization"])
-        with self._lock:
-            self._headers[origin] = (expiry, header)
+        self._headers[origin] = (expiry, header)
         return header
 
-    def send(self, subscription: PushSubscriptionKeys, payload: bytes) -> int:
+    async def send(self, session: aiohttp.ClientSession, subscription: PushSubscriptionKeys, payload: bytes) -> int:
         """POST `payload` to the subscription; returns the push service's status. Raises EndpointRefused (the
-        endpoint may not be contacted now), OSError or http.client.HTTPException (no answer)."""
-        target = check_endpoint(subscription.endpoint, allow_private=self.allow_private)
+        endpoint may not be contacted now), aiohttp.ClientError or TimeoutError (no answer)."""
+        scheme, host, port = _parse(subscription.endpoint, allow_private=self.allow_private)
+        literal = host.strip("[]")
+        if _is_ip_literal(literal):  # aiohttp asks no resolver for these
+            _checked([literal], allow_private=self.allow_private)
         info = {"endpoint": subscription.endpoint, "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth}}
         body: bytes = WebPusher(info).encode(payload, "aes128gcm")["body"]
         headers = {
-            "Authorization": self._authorization(target.origin),
+            "Authorization": self._authorization(Target(scheme, host, port, "").origin),
             "Content-Encoding": "aes128gcm",
             "Content-Type": "application/octet-stream",
             "TTL": str(self.ttl),
             "Urgency": "normal",
         }
-        connection: http.client.HTTPConnection
-        if target.scheme == "https":
-            connection = _PinnedHTTPSConnection(target, self.timeout, self._tls)
-        else:
-            connection = _PinnedHTTPConnection(target, self.timeout)
-        try:
-            connection.request("POST", target.path, body=body, headers=headers)
-            response = connection.getresponse()
-            response.read(MAX_RESPONSE_BYTES)  # redirects are answers like any other: never followed
+        async with session.post(subscription.endpoint, data=body, headers=headers, allow_redirects=False) as response:
+            await response.content.read(MAX_RESPONSE_BYTES)  # a redirect is an answer like any other: not followed
             return response.status
-        finally:
-            connection.close()
+
+
+def _is_ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True

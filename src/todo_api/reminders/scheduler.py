@@ -17,17 +17,20 @@ are one at a time, the same statements without it), and never a transaction open
 
 from __future__ import annotations
 
-import http.client
+import asyncio
 import json
 import logging
+import os
 import smtplib
 import threading
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+import aiohttp
 import anyio.to_thread
 from pydantic_core import to_json
 from sqlalchemy import (
@@ -38,12 +41,14 @@ from sqlalchemy import (
     Text,
     bindparam,
     cast,
+    column,
     delete,
     insert,
     literal,
     or_,
     select,
     update,
+    values,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
@@ -53,6 +58,7 @@ from todo_api import mail
 from todo_api.auth.models import User
 from todo_api.config import Settings
 from todo_api.db import Database, UTCDateTime, changed, table, utcnow
+from todo_api.errors import is_database_unavailable
 from todo_api.metrics import Metrics, get_metrics
 from todo_api.reminders.models import Delivery, Notification, PushSubscription, ReminderJob
 from todo_api.reminders.push import EndpointRefused, PushSender, PushSubscriptionKeys
@@ -67,6 +73,10 @@ _NOW = bindparam("now", type_=UTCDateTime())
 _CHANNEL = bindparam("channel", type_=String())
 _ZERO = literal(0, Integer())
 MAX_RETRY_SECONDS = 3600
+MAIL_THREADS = 2
+NICENESS = 10
+GIVE_WAY_SECONDS = 0.005
+GIVE_WAY_STEP = 0.0005
 
 DUE_JOBS = (
     select(
@@ -88,6 +98,8 @@ DUE_JOBS = (
     .with_for_update(of=(JOBS, TASKS), skip_locked=True)
 )
 DROP_JOB = delete(JOBS).where(JOBS.c.task_id == bindparam("task_id"), JOBS.c.reminder_id == bindparam("reminder_id"))
+
+
 SET_FIRED = (
     update(TASKS)
     .where(TASKS.c.id == bindparam("task_id"))
@@ -95,6 +107,30 @@ SET_FIRED = (
         reminders=bindparam("new_reminders", type_=TASKS.c.reminders.type), version=TASKS.c.version + 1, updated_at=_NOW
     )
 )
+
+
+def _set_fired(conn: Connection, updates: list[tuple[int, list[Any]]], now: datetime) -> None:
+    """Give each task its reminders (with `fired_at` set), version + 1. On PostgreSQL in one UPDATE for the batch,
+    so its statement-level triggers run once (the events' counter bumped once a user), not once a task; SQLite (no
+    column names for a VALUES list, row-level triggers) takes them one by one."""
+    if conn.dialect.name != "postgresql":
+        conn.execute(SET_FIRED, [{"task_id": task_id, "new_reminders": new, "now": now} for task_id, new in updates])
+        return
+    fired_rows = values(
+        column("task_id", TASKS.c.id.type), column("new_reminders", TASKS.c.reminders.type), name="fired_rows"
+    ).data(updates)
+    statement = (
+        update(TASKS)
+        .where(TASKS.c.id == fired_rows.c.task_id)
+        .values(
+            reminders=cast(fired_rows.c.new_reminders, TASKS.c.reminders.type),  # JSON text in VALUES, for jsonb
+            version=TASKS.c.version + 1,
+            updated_at=_NOW,
+        )
+    )
+    conn.execute(statement, {"now": now})
+
+
 _NOTIFICATION_VALUES = ("user_id", "type", "task_id", "reminder_id", "title", "due_date", "fire_at", "created_at")
 QUEUE_EMAIL = insert(DELIVERIES).from_select(
     ["notification_id", "user_id", "channel", "fire_at", "attempts", "next_attempt_at"],
@@ -192,14 +228,19 @@ class Sent:
 
 
 class Scheduler:
-    def __init__(self, database: Database, settings: Settings) -> None:
+    def __init__(self, database: Database, settings: Settings, busy: Callable[[], bool] = lambda: False) -> None:
         self.database = database
+        # True while this process serves a request: the scheduler gives way (`_give_way`), so a burst of reminders
+        # delays requests little (in one process, every busy thread makes the others wait for the GIL).
+        self.busy = busy
         self.settings = settings
         self.push = PushSender(settings) if settings.push_enabled else None
         self.email = bool(settings.SMTP_HOST)
         self.metrics: Metrics | None = get_metrics() if settings.METRICS_ENABLED else None
         self.stopping = threading.Event()
         self._wake = threading.Event()
+        self._mailer = ThreadPoolExecutor(MAIL_THREADS, thread_name_prefix="reminder-mail")
+        self._sending = asyncio.Semaphore(1)  # made again on the scheduler's loop (`_run`)
         self._thread: threading.Thread | None = None
 
     # --- Firing ---
@@ -231,8 +272,8 @@ class Scheduler:
             stored = json.loads(jobs[0].reminders)
             for job in jobs:
                 stored = fired(stored, job.reminder_id, now)
-            updates.append({"task_id": task_id, "new_reminders": stored, "now": now})
-        conn.execute(SET_FIRED, updates)  # the triggers delete the jobs
+            updates.append((task_id, stored))
+        _set_fired(conn, updates, now)  # the triggers delete the jobs
         notifications = [
             dict(
                 zip(
@@ -263,7 +304,7 @@ class Scheduler:
 
     # --- Sending ---
 
-    def send_due(self, executor: ThreadPoolExecutor, now: datetime | None = None) -> int:
+    async def send_due(self, session: aiohttp.ClientSession | None, now: datetime | None = None) -> int:
         """Claim, send and record one batch of due deliveries; returns how many were claimed."""
         now = now or utcnow()
         until = now + timedelta(seconds=self.settings.REMINDER_CLAIM_SECONDS)
@@ -275,50 +316,56 @@ class Scheduler:
             claimed = conn.execute(CLAIMED, {"ids": ids}).all() if ids else []
         if not claimed:
             return 0
-        futures: list[tuple[Any, Future[Outcome]]] = [(row, executor.submit(self._send, row)) for row in claimed]
-        results: list[Sent] = []
-        unsent: list[int] = []
-        for row, future in futures:
-            if self.stopping.is_set() and future.cancel():
-                unsent.append(row.id)
-                continue
-            results.append(Sent(row.id, row.channel, future.result(), row.attempts, row.fire_at, row.subscription_id))
+        outcomes = await asyncio.gather(*(self._send(session, row) for row in claimed))
+        results = [
+            Sent(row.id, row.channel, outcome, row.attempts, row.fire_at, row.subscription_id)
+            for row, outcome in zip(claimed, outcomes, strict=True)
+            if outcome is not None
+        ]
+        unsent = [row.id for row, outcome in zip(claimed, outcomes, strict=True) if outcome is None]
         self._record(results, unsent)
         return len(claimed)
 
-    def _send(self, row: Any) -> Outcome:
-        """One send; never raises (an unexpected error is logged and retried like a failed send)."""
-        try:
-            if row.channel == "email":
-                message = mail.reminder_message(
-                    self.settings,
-                    to=row.email,
-                    title=row.title,
-                    due=_text(row.due_date) if row.due_date else None,
-                    fire_at=_text(row.fire_at),
+    async def _send(self, session: aiohttp.ClientSession | None, row: Any) -> Outcome | None:
+        """One send (None: not started, the scheduler is stopping); never raises (an unexpected error is logged and
+        retried like a failed send)."""
+        async with self._sending:
+            if self.stopping.is_set():
+                return None
+            await self._give_way()
+            try:
+                if row.channel == "email":
+                    message = mail.reminder_message(
+                        self.settings,
+                        to=row.email,
+                        title=row.title,
+                        due=_text(row.due_date) if row.due_date else None,
+                        fire_at=_text(row.fire_at),
+                    )
+                    await asyncio.get_running_loop().run_in_executor(self._mailer, mail.send, self.settings, message)
+                    return "sent"
+                if self.push is None or session is None or row.endpoint is None:
+                    return "failed"  # push was turned off since, or the subscription went meanwhile
+                payload = to_json(
+                    {
+                        "type": "reminder",
+                        "task_id": row.task_id,
+                        "title": row.title,
+                        "due_date": row.due_date,
+                        "fire_at": row.fire_at,
+                    }
                 )
-                mail.send(self.settings, message)
-                return "sent"
-            if self.push is None or row.endpoint is None:
-                return "failed"  # push was turned off since, or the subscription went meanwhile
-            payload = to_json(
-                {
-                    "type": "reminder",
-                    "task_id": row.task_id,
-                    "title": row.title,
-                    "due_date": row.due_date,
-                    "fire_at": row.fire_at,
-                }
-            )
-            status = self.push.send(PushSubscriptionKeys(row.endpoint, row.p256dh, row.auth), payload)
-        except EndpointRefused:
-            return "refused"
-        except (OSError, smtplib.SMTPException, http.client.HTTPException) as exc:
-            logger.warning("reminders: %s send failed (%s), will retry", row.channel, type(exc).__name__)
-            return "retry"
-        except Exception:
-            logger.exception("reminders: %s send raised", row.channel)
-            return "retry"
+                status = await self.push.send(
+                    session, PushSubscriptionKeys(row.endpoint, row.p256dh, row.auth), payload
+                )
+            except EndpointRefused:
+                return "refused"
+            except (OSError, smtplib.SMTPException, aiohttp.ClientError, TimeoutError) as exc:
+                logger.warning("reminders: %s send failed (%s), will retry", row.channel, type(exc).__name__)
+                return "retry"
+            except Exception:
+                logger.exception("reminders: %s send raised", row.channel)
+                return "retry"
         if 200 <= status < 300:
             return "sent"
         if status in (404, 410):
@@ -367,29 +414,49 @@ class Scheduler:
 
     # --- Running ---
 
-    def run_once(self, executor: ThreadPoolExecutor) -> int:
+    async def _give_way(self) -> None:
+        """Wait while a request is being served, up to GIVE_WAY_SECONDS: requests first, yet the scheduler never
+        stalls under a steady load."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + GIVE_WAY_SECONDS
+        while self.busy() and loop.time() < deadline:
+            await asyncio.sleep(GIVE_WAY_STEP)
+
+    async def run_once(self, session: aiohttp.ClientSession | None) -> int:
         """Fire everything due, then send everything due; returns how much work there was."""
         work = 0
         while not self.stopping.is_set():
+            await self._give_way()
             fired_now = self.fire_due()
-            sent_now = self.send_due(executor)
+            sent_now = await self.send_due(session)
             work += fired_now + sent_now
             if fired_now < self.settings.REMINDER_BATCH_SIZE and sent_now < self.settings.REMINDER_BATCH_SIZE:
                 break
         return work
 
     def run(self) -> None:
-        """Until `stop()`: work, then wait REMINDER_POLL_SECONDS (or until woken)."""
-        with ThreadPoolExecutor(self.settings.REMINDER_SEND_CONCURRENCY, thread_name_prefix="reminders") as executor:
+        _lower_priority()
+        """Until `stop()`: work, then wait REMINDER_POLL_SECONDS (or until woken). Sends run on an event loop of
+        this thread (up to REMINDER_SEND_CONCURRENCY at once, one thread however many: the requests' threads
+        compete with one more, not with one per send); emails through a small pool (smtplib blocks)."""
+        asyncio.run(self._run())
+
+    async def _run(self) -> None:
+        self._sending = asyncio.Semaphore(self.settings.REMINDER_SEND_CONCURRENCY)
+        loop = asyncio.get_running_loop()
+        async with AsyncExitStack() as stack:
+            session = await stack.enter_async_context(self.push.session()) if self.push is not None else None
             while not self.stopping.is_set():
                 try:
-                    self.run_once(executor)
-                except (DBAPIError, PoolTimeoutError) as exc:  # the database is down: try again at the next poll
-                    logger.warning("reminders: database unavailable (%s)", type(exc).__name__)
-                except Exception:
-                    logger.exception("reminders: scheduler step failed")
-                self._wake.wait(self.settings.REMINDER_POLL_SECONDS)
+                    await self.run_once(session)
+                except Exception as exc:  # the scheduler goes on: again at the next poll
+                    if isinstance(exc, DBAPIError | PoolTimeoutError) and is_database_unavailable(exc):
+                        logger.warning("reminders: database unavailable (%s)", type(exc).__name__)
+                    else:
+                        logger.exception("reminders: scheduler step failed")
+                await loop.run_in_executor(self._mailer, self._wake.wait, self.settings.REMINDER_POLL_SECONDS)
                 self._wake.clear()
+        self._mailer.shutdown(wait=True)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -406,6 +473,15 @@ class Scheduler:
         if self._thread is not None:
             await anyio.to_thread.run_sync(self._thread.join)
         self.database.engine.dispose()
+
+
+def _lower_priority() -> None:
+    """This thread's CPU priority lowered (Linux: `nice` is per thread), so the process's requests, and the
+    database, get a core first when the machine is busy."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)
+    except (AttributeError, OSError):  # not Linux, or not allowed: the same priority as the rest
+        pass
 
 
 def _text(moment: datetime) -> str:
