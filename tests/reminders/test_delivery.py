@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from tests.auth.test_password_reset import Inbox
@@ -31,7 +32,8 @@ from todo_api.main import create_app
 
 @pytest.fixture(scope="module")
 def server(database_url: str, vapid_pem: str, smtp: tuple[Inbox, int]) -> Iterator[LiveServer]:
-    with LiveServer(create_app(reminder_settings(database_url, vapid_pem, smtp[1]))) as live:
+    settings = reminder_settings(database_url, vapid_pem, smtp[1], METRICS_ENABLED=True)
+    with LiveServer(create_app(settings)) as live:
         yield live
 
 
@@ -105,6 +107,10 @@ def test_a_reminder_reaches_push_email_the_feed_and_the_stream_once(
     assert [r.name for r in push.received].count("alice-phone") == 1
     assert len(mails_to(inbox, email_of(alice))) == 1
     assert alice.http.post("/api/me/notifications/read-all").status_code == 204
+    metrics = httpx.get(f"{server.url}/metrics").text
+    assert 'reminders_sent_total{channel="push",outcome="sent"}' in metrics
+    assert 'reminders_sent_total{channel="email",outcome="sent"}' in metrics
+    assert 'reminder_delivery_lag_seconds_count{channel="push"}' in metrics
     for client in (alice, bob):
         client.close()
 

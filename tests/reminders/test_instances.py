@@ -4,8 +4,13 @@ instances sharing 200 reminders."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,6 +24,7 @@ from tests.conftest import LiveServer
 from tests.events.test_events import register
 from tests.netguard import stub_resolver
 from tests.reminders.helpers import (
+    SUBJECT,
     email_of,
     feed,
     remind,
@@ -147,3 +153,52 @@ def test_two_instances_deliver_200_reminders_exactly_once_per_channel(
     assert push.errors == []
     for user in users:
         user.close()
+
+
+def test_todo_api_worker_sends_reminders_apart_and_stops_on_sigterm(
+    tmp_path: Path, database_url: str, vapid_pem: str, smtp: tuple[Inbox, int], push: PushService
+) -> None:
+    """`todo-api worker` (its own process) delivers what an API instance without a scheduler stored; SIGTERM stops
+    it cleanly. It never migrates: on an empty database it says so and exits 1."""
+    settings = reminder_settings(database_url, vapid_pem, smtp[1], REMINDERS_ENABLED=False)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "BETTER_AUTH", "ENVIRONMENT"))},
+        "DATABASE_URL": database_url,
+        "ENVIRONMENT": "test",
+        "BETTER_AUTH_SECRET": settings.BETTER_AUTH_SECRET,
+        "LOG_LEVEL": "WARNING",
+        "REMINDER_POLL_SECONDS": "0.1",
+        "VAPID_PRIVATE_KEY": vapid_pem,
+        "VAPID_SUBJECT": SUBJECT,
+        "PUSH_ALLOW_PRIVATE_ENDPOINTS": "true",
+    }
+    empty = subprocess.run(
+        [sys.executable, "-m", "todo_api", "worker"],
+        env={**env, "DATABASE_URL": f"sqlite:///{tmp_path / 'empty.db'}"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert empty.returncode == 1
+    assert "todo-api migrate" in empty.stderr
+
+    with LiveServer(create_app(settings)) as api:
+        alice = register(api)
+        alice.http.patch("/api/auth/me", json={"notification_channels": ["push"]})
+        subscribe(alice, push, "worker-phone")
+        task = remind(alice, soon(1.0))
+        log = tmp_path / "worker.log"
+        with log.open("wb") as output:
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "todo_api", "worker"], env=env, stdout=output, stderr=subprocess.STDOUT
+            )
+        try:
+            sent = wait_until(lambda: [r for r in push.received if r.name == "worker-phone"], what="the worker's push")
+            assert sent[0].payload["task_id"] == task["id"]
+            assert len(feed(alice).json()) == 1
+        finally:
+            worker.send_signal(signal.SIGTERM)
+            returncode = worker.wait(timeout=20)
+        alice.close()
+    assert returncode == 0, log.read_text()
+    assert "sending reminders" in log.read_text()

@@ -8,8 +8,9 @@ are one at a time, the same statements without it), and never a transaction open
    event is written), add the notification to the in-app feed (its trigger writes the `reminder` event), and queue
    a delivery for email and for each push subscription, as the user's `notification_channels` say. A reminder more
    than REMINDER_MAX_LATENESS late (no instance ran at the time) is dropped, not sent.
-2. **Send** (`send_due`): claim a batch of deliveries (a lease of REMINDER_CLAIM_SECONDS, committed), send them from
-   a few threads, then record each outcome in one transaction: sent (deleted), retry (its next attempt after
+2. **Send** (`send_due`): claim a batch of deliveries (a lease of REMINDER_CLAIM_SECONDS, committed), send them
+   on this thread's event loop (up to REMINDER_SEND_CONCURRENCY at once), then record each outcome in one
+   transaction: sent (deleted), retry (its next attempt after
    REMINDER_RETRY_SECONDS, doubling), failed (deleted, after REMINDER_MAX_ATTEMPTS or past the lateness limit), or
    gone (the push service answered 404 or 410: the subscription is deleted). An instance that dies while sending
    leaves its claims to expire; one that is told to stop finishes the sends under way and releases the rest.
@@ -20,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import smtplib
 import threading
 from collections.abc import Callable, Sequence
@@ -74,7 +74,6 @@ _CHANNEL = bindparam("channel", type_=String())
 _ZERO = literal(0, Integer())
 MAX_RETRY_SECONDS = 3600
 MAIL_THREADS = 2
-NICENESS = 10
 GIVE_WAY_SECONDS = 0.005
 GIVE_WAY_STEP = 0.0005
 
@@ -435,7 +434,6 @@ class Scheduler:
         return work
 
     def run(self) -> None:
-        _lower_priority()
         """Until `stop()`: work, then wait REMINDER_POLL_SECONDS (or until woken). Sends run on an event loop of
         this thread (up to REMINDER_SEND_CONCURRENCY at once, one thread however many: the requests' threads
         compete with one more, not with one per send); emails through a small pool (smtplib blocks)."""
@@ -473,15 +471,6 @@ class Scheduler:
         if self._thread is not None:
             await anyio.to_thread.run_sync(self._thread.join)
         self.database.engine.dispose()
-
-
-def _lower_priority() -> None:
-    """This thread's CPU priority lowered (Linux: `nice` is per thread), so the process's requests, and the
-    database, get a core first when the machine is busy."""
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), NICENESS)
-    except (AttributeError, OSError):  # not Linux, or not allowed: the same priority as the rest
-        pass
 
 
 def _text(moment: datetime) -> str:
