@@ -50,7 +50,7 @@ def reminder_message(settings: Settings, *, to: str, title: str, due: str | None
     message = EmailMessage()
     message["From"] = settings.MAIL_FROM
     message["To"] = to
-    message["Subject"] = f"Reminder: {title}"
+    message["Subject"] = "Reminder: " + " ".join(title.split())  # a header is one line, whatever the title holds
     due_line = f"It is due {due} (UTC).\n" if due else ""
     message.set_content(f"This is the reminder you set for {fire_at} (UTC):\n\n    {title}\n\n{due_line}")
     return message

@@ -54,9 +54,9 @@ def _task(row: Row[Any]) -> dict[str, Any]:
 
 def task_json(row: Row[Any]) -> bytes:
     """A row of `tasks.queries.PUBLIC_COLUMNS` as TaskPublic's JSON. The row was just read from our own table, so it
-    is not validated again (for a page of 100 that costs four times the query); its tags and checklist, read as the
-    database's JSON text, go in as they are (parsed, they cost more than the rest of the row). A test holds this to
-    TaskPublic's own serialization."""
+    is not validated again (for a page of 100 that costs four times the query); its tags, checklist and reminders,
+    read as the database's JSON text, go in as they are (parsed, they cost more than the rest of the row). A test
+    holds this to TaskPublic's own serialization."""
     fragment = f'"tags":{row[_TAGS]},"checklist":{row[_CHECKLIST]},"reminders":{row[_REMINDERS]}'
     return _splice(to_json(_task(row)), [fragment])
 

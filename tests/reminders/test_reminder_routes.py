@@ -17,6 +17,8 @@ from tests.factories import UserFactory
 from tests.netguard import stub_resolver
 from tests.reminders.push_service import BrowserSubscription
 from tests.tasks.helpers import Actor, local_actor
+from todo_api.config import Settings
+from todo_api.mail import reminder_message
 
 ME = "/api/me"
 PUBLIC = "endpoint must be a public address (not loopback, private, link-local or reserved)"
@@ -349,3 +351,13 @@ def test_an_empty_feed(client: TestClient, alice: Actor) -> None:
     assert client.post(f"{ME}/notifications/read-all", headers=alice.headers).status_code == 204
     for bad in ({"limit": 0}, {"limit": 201}, {"offset": -1}, {"unread": "maybe"}):
         assert client.get(f"{ME}/notifications", headers=alice.headers, params=bad).status_code == 422
+
+
+def test_a_reminder_email_has_a_one_line_subject_whatever_the_title(settings: Settings) -> None:
+    message = reminder_message(
+        settings, to="a@example.com", title="Line one\r\nBcc: evil@example.com\n\ttwo", due=None, fire_at="now"
+    )
+
+    assert message["Subject"] == "Reminder: Line one Bcc: evil@example.com two"
+    assert message["Bcc"] is None
+    assert "Line one\nBcc: evil@example.com" in message.get_content()  # in the body it is text, not a header

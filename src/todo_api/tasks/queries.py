@@ -5,7 +5,8 @@ Why built once: building a statement and walking its cache key cost SQLAlchemy a
 statement is a module constant, or comes from an `lru_cache` builder keyed by its shape (which filters, which sort,
 which columns change). Core columns, not ORM attributes, and plain rows, not ORM objects: loading one task as an
 entity costs more than its query. Rows carry `PUBLIC_COLUMNS`, in TaskPublic's field order (`responses.task_json`),
-the JSON columns (tags, checklist) as their JSON text: parsed, they cost the app more than the rest of the row.
+the JSON columns (tags, checklist, reminders) as their JSON text: parsed, they cost the app more than the rest of the
+row.
 """
 
 from __future__ import annotations
@@ -67,10 +68,10 @@ _SELECT_PUBLIC = sa_select(*PUBLIC_COLUMNS)
 
 # --- A list page's rows ---
 # A listed task's fields up to `trashed_at` are read as themselves and rendered by the app; the rest (tags, checklist,
-# recurrence, recurrence_basis, time_zone, series_id, next_task_id) comes as one piece of JSON text the database writes
-# (`responses.tasks_json` splices it in): the two JSON columns as stored, three short strings and two numbers. Cheap
-# for the database, and seven fewer values a task for the app to convert and render. Rendering the whole task there
-# (date-times with to_char) cost the database twice what it saved the app.
+# reminders, recurrence, recurrence_basis, time_zone, series_id, next_task_id) comes as one piece of JSON text the
+# database writes (`responses.tasks_json` splices it in): the three JSON columns as stored, three short strings and two
+# numbers. Cheap for the database, and eight fewer values a task for the app to convert and render. Rendering the whole
+# task there (date-times with to_char) cost the database twice what it saved the app.
 
 
 class json_text(FunctionElement[str]):  # noqa: N801 (an SQL function)
