@@ -147,6 +147,12 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100)
     parser.add_argument("--spread", type=float, default=0.0)
     parser.add_argument("--idle", type=float, default=8.0)
+    parser.add_argument(
+        "--stand-in-nice",
+        type=int,
+        default=0,
+        help="run the push stand-in (this process) at a lower CPU priority, as if it were on another machine",
+    )
     parser.add_argument("--worker", action="store_true", help="the scheduler in `todo-api worker`, apart")
     parser.add_argument("--profile", help="write py-spy's collapsed stacks of the server's burst here")
     parser.add_argument("--py-spy", default="py-spy")
@@ -181,6 +187,8 @@ def main() -> None:
                 until = fire.timestamp() + args.spread + args.read_seconds
                 reader = context.Process(target=read_loop, args=(base_url, users[0][1], users[0][2], until, queue))
                 reader.start()
+                if args.stand_in_nice:  # this process only (the server, worker and reader started already)
+                    os.nice(args.stand_in_nice)
                 while time.time() < fire.timestamp():
                     time.sleep(0.05)
                 cpu_before = cpu_seconds(pid)

@@ -23,6 +23,7 @@ import json
 import logging
 import smtplib
 import threading
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
@@ -76,6 +77,7 @@ MAX_RETRY_SECONDS = 3600
 MAIL_THREADS = 2
 GIVE_WAY_SECONDS = 0.005
 GIVE_WAY_STEP = 0.0005
+MAX_PAUSE_SECONDS = 1.0
 
 DUE_JOBS = (
     select(
@@ -240,6 +242,7 @@ class Scheduler:
         self._wake = threading.Event()
         self._mailer = ThreadPoolExecutor(MAIL_THREADS, thread_name_prefix="reminder-mail")
         self._sending = asyncio.Semaphore(1)  # made again on the scheduler's loop (`_run`)
+        self._requests_seen = False
         self._thread: threading.Thread | None = None
 
     # --- Firing ---
@@ -419,16 +422,22 @@ class Scheduler:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + GIVE_WAY_SECONDS
         while self.busy() and loop.time() < deadline:
+            self._requests_seen = True
             await asyncio.sleep(GIVE_WAY_STEP)
 
     async def run_once(self, session: aiohttp.ClientSession | None) -> int:
         """Fire everything due, then send everything due; returns how much work there was."""
         work = 0
         while not self.stopping.is_set():
+            cpu, self._requests_seen = time.thread_time(), False
             await self._give_way()
             fired_now = self.fire_due()
             sent_now = await self.send_due(session)
             work += fired_now + sent_now
+            if self._requests_seen:
+                # Requests are being served: the scheduler rests as long as it just computed, so it takes at most
+                # half a core from them (waiting on the network costs it no rest).
+                await asyncio.sleep(min(time.thread_time() - cpu, MAX_PAUSE_SECONDS))
             if fired_now < self.settings.REMINDER_BATCH_SIZE and sent_now < self.settings.REMINDER_BATCH_SIZE:
                 break
         return work
