@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import logging
 import re
-import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email import message_from_bytes, policy
-from email.message import EmailMessage
 from typing import Any
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope
-from aiosmtpd.smtp import Session as SMTPSession
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 from sqlmodel import Session, col, select
@@ -45,6 +38,7 @@ from tests.auth.helpers import (
 )
 from tests.conftest import make_settings, use_session
 from tests.factories import PASSWORD, UserFactory, unique_email
+from tests.mailbox import Inbox, Mail, free_port, smtp_on
 from todo_api.auth.models import PasswordResetToken
 from todo_api.main import create_app
 
@@ -55,58 +49,18 @@ ACCEPTED = {"message": "If an account with a password exists for this email, a r
 INVALID_RESET = {"detail": "Invalid or expired reset token"}
 
 
-@dataclass(frozen=True)
-class Mail:
-    sender: str
-    recipients: list[str]
-    message: EmailMessage
-
-    @property
-    def text(self) -> str:
-        body = self.message.get_body(preferencelist=("plain",))
-        assert body is not None
-        content = body.get_content()
-        assert isinstance(content, str)
-        return content
-
-    @property
-    def token(self) -> str:
-        links = LINK.findall(self.text)
-        assert len(links) == 1, self.text
-        token: str = links[0]
-        return token
-
-
-class Inbox:
-    """An aiosmtpd handler keeping every message it accepts."""
-
-    def __init__(self) -> None:
-        self.mails: list[Mail] = []
-
-    async def handle_DATA(self, server: SMTP, session: SMTPSession, envelope: Envelope) -> str:  # noqa: N802
-        content = envelope.content if isinstance(envelope.content, bytes) else str(envelope.content).encode()
-        message = message_from_bytes(content, policy=policy.default)
-        assert isinstance(message, EmailMessage)
-        self.mails.append(Mail(str(envelope.mail_from), list(envelope.rcpt_tos), message))
-        return "250 Message accepted for delivery"
-
-
-def free_port() -> int:
-    """A loopback port nothing listens on (until someone binds it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def reset_token(mail: Mail) -> str:
+    """The token of the one reset link in the mail."""
+    links = LINK.findall(mail.text)
+    assert len(links) == 1, mail.text
+    token: str = links[0]
+    return token
 
 
 @pytest.fixture(scope="module")
 def smtp_server() -> Iterator[tuple[Inbox, int]]:
-    inbox = Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield inbox, port
-    controller.stop()
+    with smtp_on(free_port()) as server:
+        yield server
 
 
 @pytest.fixture
@@ -163,7 +117,7 @@ def reset_token_for(client: TestClient, inbox: Inbox, email: str) -> str:
     sent = len(inbox.mails)
     forgot(client, email)
     assert len(inbox.mails) == sent + 1
-    return inbox.mails[-1].token
+    return reset_token(inbox.mails[-1])
 
 
 def password_login(client: TestClient, email: str, password: str) -> httpx.Response:
@@ -187,7 +141,7 @@ def test_forgot_password_sends_one_email_with_a_reset_link(
     assert mail.message["From"] == MAIL_FROM
     assert mail.sender == "no-reply@todo.test"
     assert mail.message["Subject"]
-    assert re.fullmatch(r"[A-Za-z0-9_\-]{32,}", mail.token)
+    assert re.fullmatch(r"[A-Za-z0-9_\-]{32,}", reset_token(mail))
     assert PASSWORD not in mail.text
 
 

@@ -6,10 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from aiosmtpd.controller import Controller
 from py_vapid import Vapid
 
-from tests.auth.test_password_reset import Inbox, free_port
+from tests.mailbox import Inbox, free_port, smtp_on
 from tests.reminders.push_service import PushService
 from todo_api.reminders.push import application_server_key, load_vapid_key
 
@@ -30,9 +29,5 @@ def push(vapid_pem: str) -> Iterator[PushService]:
 
 @pytest.fixture(scope="module")
 def smtp() -> Iterator[tuple[Inbox, int]]:
-    inbox = Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    yield inbox, port
-    controller.stop()
+    with smtp_on(free_port()) as server:
+        yield server

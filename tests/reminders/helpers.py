@@ -8,9 +8,9 @@ from typing import Any
 
 import httpx
 
-from tests.auth.test_password_reset import Inbox
 from tests.conftest import make_settings
 from tests.events.test_events import Client
+from tests.mailbox import Inbox
 from tests.reminders.push_service import PushService
 from todo_api.config import Settings
 

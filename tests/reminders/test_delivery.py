@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.auth.test_password_reset import Inbox
 from tests.conftest import LiveServer
 from tests.events.test_events import register
+from tests.mailbox import Inbox
 from tests.reminders.helpers import (
     SUBJECT,
     email_of,

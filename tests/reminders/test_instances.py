@@ -15,13 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
-from aiosmtpd.controller import Controller
 from sqlalchemy import create_engine, text
 
 from tests import netguard
-from tests.auth.test_password_reset import Inbox, free_port
 from tests.conftest import LiveServer
 from tests.events.test_events import register
+from tests.mailbox import Inbox, free_port, smtp_on
 from tests.netguard import stub_resolver
 from tests.reminders.helpers import (
     SUBJECT,
@@ -50,16 +49,9 @@ def test_smtp_down_then_up_delivers_once(database_url: str, vapid_pem: str) -> N
         time.sleep(0.8)  # a few failed attempts
         alice.close()
     assert inbox.mails == []
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        with LiveServer(create_app(settings)) as second:
-            alice = register(second)  # someone else, to have a client; the first user's email is the one awaited
-            wait_until(lambda: inbox.mails, timeout=15, what="the email once SMTP is back")
-            time.sleep(1.0)
-            alice.close()
-    finally:
-        controller.stop()
+    with smtp_on(port, inbox), LiveServer(create_app(settings)):
+        wait_until(lambda: inbox.mails, timeout=15, what="the email once SMTP is back")
+        time.sleep(1.0)
     assert len(inbox.mails) == 1
     assert inbox.mails[0].message["Subject"] == "Reminder: Water the plants"
 
