@@ -361,3 +361,56 @@ def test_a_reminder_email_has_a_one_line_subject_whatever_the_title(settings: Se
     assert message["Subject"] == "Reminder: Line one Bcc: evil@example.com two"
     assert message["Bcc"] is None
     assert "Line one\nBcc: evil@example.com" in message.get_content()  # in the body it is text, not a header
+
+
+def test_the_feed_pages_newest_first_and_marks_read(
+    client: TestClient, alice: Actor, bob: Actor, db_session: Session
+) -> None:
+    """Three notifications of Alice's (as the scheduler stores them) and one of Bob's."""
+    fire = datetime(2026, 12, 7, 8, 30, tzinfo=UTC)
+    for owner, n in ((alice, 1), (alice, 2), (bob, 3), (alice, 4)):
+        db_session.connection().execute(
+            text(
+                "INSERT INTO notifications (user_id, type, task_id, reminder_id, title, due_date, fire_at, created_at)"
+                " VALUES (:u, 'reminder', :t, 1, :title, NULL, :fire, :fire)"
+            ),
+            {"u": owner.id, "t": 1000 + n, "title": f"task {n}", "fire": fire + timedelta(minutes=n)},
+        )
+    url = f"{ME}/notifications"
+
+    first = client.get(url, headers=alice.headers, params={"limit": 2})
+
+    assert first.status_code == 200
+    assert first.headers["X-Total-Count"] == "3"
+    assert first.headers["Link"] == f'<http://testserver{url}?offset=2&limit=2>; rel="next"'
+    assert [item["task_id"] for item in first.json()] == [1004, 1002]
+    assert first.json()[0] == {
+        "id": first.json()[0]["id"],
+        "type": "reminder",
+        "task_id": 1004,
+        "reminder_id": 1,
+        "title": "task 4",
+        "due_date": None,
+        "fire_at": iso(fire + timedelta(minutes=4)),
+        "created_at": iso(fire + timedelta(minutes=4)),
+        "read_at": None,
+    }
+    second = client.get(url, headers=alice.headers, params={"limit": 2, "offset": 2})
+    assert [item["task_id"] for item in second.json()] == [1001]
+    assert second.headers["Link"] == f'<http://testserver{url}?offset=0&limit=2>; rel="prev"'
+
+    newest = first.json()[0]["id"]
+    read = client.post(f"{url}/{newest}/read", headers=alice.headers)
+    assert read.status_code == 200
+    assert read.json()["read_at"] is not None
+    again = client.post(f"{url}/{newest}/read", headers=alice.headers)
+    assert again.json()["read_at"] == read.json()["read_at"]  # the first reading stays
+    unread = client.get(url, headers=alice.headers, params={"unread": "true"})
+    assert [item["task_id"] for item in unread.json()] == [1002, 1001]
+    assert unread.headers["X-Total-Count"] == "2"
+
+    assert client.post(f"{url}/read-all", headers=alice.headers).status_code == 204
+    assert client.get(url, headers=alice.headers, params={"unread": "true"}).json() == []
+    bobs = client.get(url, headers=bob.headers, params={"unread": "true"}).json()
+    assert [item["task_id"] for item in bobs] == [1003]  # Alice's read-all left Bob's alone
+    assert client.post(f"{url}/{bobs[0]['id']}/read", headers=alice.headers).status_code == 404

@@ -139,10 +139,10 @@ class CheckingResolver(AbstractResolver):
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         loop = asyncio.get_running_loop()
-        try:
+        try:  # a resolver that fails (OSError) is a failed send, tried again later; a name that cannot be one is not
             infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_STREAM)
-        except (OSError, UnicodeError):
-            raise EndpointRefused("endpoint's host does not resolve") from None
+        except UnicodeError:
+            raise EndpointRefused("endpoint's host is not a valid name") from None
         checked = set(_checked(_addresses(infos), allow_private=self.allow_private))
         return [
             {
