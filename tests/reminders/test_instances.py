@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 
 from tests import netguard
 from tests.conftest import LiveServer
-from tests.events.test_events import register
+from tests.events.test_events import _redis_up, register
 from tests.mailbox import Inbox, free_port, smtp_on
 from tests.netguard import stub_resolver
 from tests.reminders.helpers import (
@@ -147,12 +147,20 @@ def test_two_instances_deliver_200_reminders_exactly_once_per_channel(
         user.close()
 
 
+REDIS = "redis://127.0.0.1:6379/15"
+
+
 def test_todo_api_worker_sends_reminders_apart_and_stops_on_sigterm(
     tmp_path: Path, database_url: str, vapid_pem: str, smtp: tuple[Inbox, int], push: PushService
 ) -> None:
-    """`todo-api worker` (its own process) delivers what an API instance without a scheduler stored; SIGTERM stops
-    it cleanly. It never migrates: on an empty database it says so and exits 1."""
-    settings = reminder_settings(database_url, vapid_pem, smtp[1], REMINDERS_ENABLED=False)
+    """`todo-api worker` (its own process) delivers what an API instance without a scheduler stored, and the API's
+    event stream hears of it through Redis at once (its own check is 30 s away); SIGTERM stops the worker cleanly.
+    It never migrates: on an empty database it says so and exits 1."""
+    if not _redis_up():
+        pytest.skip("Redis is not running on 127.0.0.1:6379 (../shared/services.sh starts it)")
+    settings = reminder_settings(
+        database_url, vapid_pem, smtp[1], REMINDERS_ENABLED=False, REDIS_URL=REDIS, EVENT_AUTH_CHECK_SECONDS=30
+    )
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "BETTER_AUTH", "ENVIRONMENT"))},
         "DATABASE_URL": database_url,
@@ -163,6 +171,7 @@ def test_todo_api_worker_sends_reminders_apart_and_stops_on_sigterm(
         "VAPID_PRIVATE_KEY": vapid_pem,
         "VAPID_SUBJECT": SUBJECT,
         "PUSH_ALLOW_PRIVATE_ENDPOINTS": "true",
+        "REDIS_URL": REDIS,
     }
     empty = subprocess.run(
         [sys.executable, "-m", "todo_api", "worker"],
@@ -178,7 +187,9 @@ def test_todo_api_worker_sends_reminders_apart_and_stops_on_sigterm(
         alice = register(api)
         alice.http.patch("/api/auth/me", json={"notification_channels": ["push"]})
         subscribe(alice, push, "worker-phone")
+        listener = alice.listen()
         task = remind(alice, soon(1.0))
+        assert listener.next().event == "task.created"
         log = tmp_path / "worker.log"
         with log.open("wb") as output:
             worker = subprocess.Popen(
@@ -188,6 +199,7 @@ def test_todo_api_worker_sends_reminders_apart_and_stops_on_sigterm(
             sent = wait_until(lambda: [r for r in push.received if r.name == "worker-phone"], what="the worker's push")
             assert sent[0].payload["task_id"] == task["id"]
             assert len(feed(alice).json()) == 1
+            assert [listener.next(timeout=5).event for _ in range(2)] == ["task.updated", "reminder"]
         finally:
             worker.send_signal(signal.SIGTERM)
             returncode = worker.wait(timeout=20)
