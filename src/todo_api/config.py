@@ -61,7 +61,11 @@ class _SecretSettings(BaseSettings):
     """The settings that decide where the shared secret comes from: read alone (`create_development_secret`)
     before the rest, whose validation needs the secret."""
 
-    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True)
+    # `hide_input_in_errors`: pydantic's message for a refused value quotes its start and end, and several settings
+    # are secrets (BETTER_AUTH_SECRET, VAPID_PRIVATE_KEY, passwords in DATABASE_URL): the messages name the setting.
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=True, hide_input_in_errors=True
+    )
 
     ENVIRONMENT: str = "development"
     BETTER_AUTH_SECRET: str = Field(default="", repr=False)
@@ -288,16 +292,6 @@ class Settings(_SecretSettings):
             self.BETTER_AUTH_DATABASE_URL = ""
         return self
 
-    @field_validator("VAPID_PRIVATE_KEY")
-    @classmethod
-    def _vapid_key(cls, value: str) -> str:
-        value = value.strip()
-        if value:
-            from todo_api.reminders.push import load_vapid_key
-
-            load_vapid_key(value)  # ValueError (saying nothing of the key) -> refused at start
-        return value
-
     @field_validator("VAPID_SUBJECT")
     @classmethod
     def _vapid_subject(cls, value: str) -> str:
@@ -308,6 +302,11 @@ class Settings(_SecretSettings):
 
     @model_validator(mode="after")
     def _push_settings(self) -> Settings:
+        self.VAPID_PRIVATE_KEY = self.VAPID_PRIVATE_KEY.strip()
+        if self.VAPID_PRIVATE_KEY:
+            from todo_api.reminders.push import load_vapid_key
+
+            load_vapid_key(self.VAPID_PRIVATE_KEY)  # ValueError, saying nothing of the key -> refused at start
         if self.VAPID_PRIVATE_KEY and not self.VAPID_SUBJECT:
             raise ValueError("VAPID_PRIVATE_KEY needs VAPID_SUBJECT (a mailto: or https:// contact)")
         if self.PUSH_ALLOW_PRIVATE_ENDPOINTS and self.ENVIRONMENT.lower() == "production":

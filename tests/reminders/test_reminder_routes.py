@@ -4,21 +4,28 @@ test_delivery.py."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from py_vapid import Vapid
+from pydantic import ValidationError
 from sqlalchemy import text
 from sqlmodel import Session
 
+from tests.conftest import make_settings
 from tests.factories import UserFactory
 from tests.netguard import stub_resolver
+from tests.reminders.helpers import SUBJECT
 from tests.reminders.push_service import BrowserSubscription
 from tests.tasks.helpers import Actor, local_actor
 from todo_api.config import Settings
 from todo_api.mail import reminder_message
+from todo_api.main import create_app
+from todo_api.reminders.push import application_server_key, load_vapid_key
 
 ME = "/api/me"
 PUBLIC = "endpoint must be a public address (not loopback, private, link-local or reserved)"
@@ -414,3 +421,37 @@ def test_the_feed_pages_newest_first_and_marks_read(
     bobs = client.get(url, headers=bob.headers, params={"unread": "true"}).json()
     assert [item["task_id"] for item in bobs] == [1003]  # Alice's read-all left Bob's alone
     assert client.post(f"{url}/{bobs[0]['id']}/read", headers=alice.headers).status_code == 404
+
+
+# --- Push settings ---
+
+
+def test_push_settings_are_checked_at_start(database_url: str, vapid_pem: str) -> None:
+    raw = Vapid.from_pem(vapid_pem.encode()).private_key.private_numbers().private_value.to_bytes(32, "big")
+    as_base64url = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    pem_key = application_server_key(load_vapid_key(vapid_pem))
+    assert application_server_key(load_vapid_key(as_base64url)) == pem_key  # the same key, either form
+
+    for overrides, message in (
+        ({"VAPID_PRIVATE_KEY": "not a key", "VAPID_SUBJECT": SUBJECT}, "VAPID_PRIVATE_KEY is not a P-256 private key"),
+        ({"VAPID_PRIVATE_KEY": vapid_pem[:-40], "VAPID_SUBJECT": SUBJECT}, "VAPID_PRIVATE_KEY is not a P-256"),
+        ({"VAPID_PRIVATE_KEY": as_base64url}, "VAPID_PRIVATE_KEY needs VAPID_SUBJECT"),
+        ({"VAPID_PRIVATE_KEY": vapid_pem}, "VAPID_PRIVATE_KEY needs VAPID_SUBJECT"),
+        ({"VAPID_PRIVATE_KEY": vapid_pem, "VAPID_SUBJECT": "ops@example.com"}, "VAPID_SUBJECT must be a mailto:"),
+        ({"PUSH_ALLOW_PRIVATE_ENDPOINTS": True, "ENVIRONMENT": "production"}, "cannot be on when ENVIRONMENT"),
+    ):
+        with pytest.raises(ValidationError) as refused:
+            make_settings(database_url, **overrides)
+        assert message in str(refused.value)
+        key = "".join(vapid_pem.splitlines()[1:-1]) + as_base64url
+        assert not any(key[i : i + 8] in str(refused.value) for i in range(len(key) - 8))  # no piece of the key
+
+
+def test_the_public_key_is_served_when_push_is_configured(database_url: str, vapid_pem: str) -> None:
+    settings = make_settings(database_url, VAPID_PRIVATE_KEY=vapid_pem, VAPID_SUBJECT=SUBJECT)
+    with TestClient(create_app(settings)) as http:
+        response = http.get("/api/push/public-key")
+
+    assert response.status_code == 200
+    assert response.json() == {"public_key": application_server_key(load_vapid_key(vapid_pem))}
+    assert len(base64.urlsafe_b64decode(response.json()["public_key"] + "=")) == 65  # an uncompressed P-256 point
