@@ -140,3 +140,24 @@ def test_completing_a_task_before_its_reminder_cancels_it(server: LiveServer, pu
     assert push.attempts["cancel-phone"] == 0
     assert feed(alice).json() == []
     alice.close()
+
+
+def test_a_push_service_error_is_retried_and_a_refusal_is_not(server: LiveServer, push: PushService) -> None:
+    alice = register(server)
+    alice.http.patch("/api/auth/me", json={"notification_channels": ["push"]})
+    subscribe(alice, push, "flaky-phone")
+    subscribe(alice, push, "strict-phone")
+    push.respond["flaky-phone"] = 503
+    push.respond["strict-phone"] = 400
+
+    task = remind(alice, soon(0.3))
+
+    wait_until(lambda: push.attempts["flaky-phone"] >= 2, what="a retry after the 503")
+    push.respond["flaky-phone"] = 201
+    (sent,) = wait_until(lambda: [r for r in push.received if r.name == "flaky-phone"], what="the retried push")
+    assert sent.payload["task_id"] == task["id"]
+    time.sleep(0.8)
+    assert push.attempts["strict-phone"] == 1  # a 400 is not retried
+    assert [r.name for r in push.received].count("flaky-phone") == 1
+    assert len(alice.http.get("/api/me/push-subscriptions").json()) == 2  # only 404 and 410 delete one
+    alice.close()
