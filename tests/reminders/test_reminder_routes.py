@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from py_vapid import Vapid
 from pydantic import ValidationError
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
 from sqlmodel import Session
 
 from tests.conftest import make_settings
@@ -23,9 +23,11 @@ from tests.reminders.helpers import SUBJECT
 from tests.reminders.push_service import BrowserSubscription
 from tests.tasks.helpers import Actor, local_actor
 from todo_api.config import Settings
+from todo_api.db import Database
 from todo_api.mail import reminder_message
 from todo_api.main import create_app
 from todo_api.reminders.push import application_server_key, load_vapid_key
+from todo_api.reminders.scheduler import Scheduler
 
 ME = "/api/me"
 PUBLIC = "endpoint must be a public address (not loopback, private, link-local or reserved)"
@@ -455,3 +457,26 @@ def test_the_public_key_is_served_when_push_is_configured(database_url: str, vap
     assert response.status_code == 200
     assert response.json() == {"public_key": application_server_key(load_vapid_key(vapid_pem))}
     assert len(base64.urlsafe_b64decode(response.json()["public_key"] + "=")) == 65  # an uncompressed P-256 point
+
+
+# --- The scheduler's pace ---
+
+
+@pytest.mark.parametrize(
+    ("round_trip", "cpu_per_send", "in_flight"),
+    [
+        (0.100, 0.0005, 8),  # a push service 100 ms away: every send REMINDER_SEND_CONCURRENCY allows
+        (0.001, 0.0005, 3),  # one on this machine: more would only queue, here or there
+        (0.0001, 0.0005, 2),  # never fewer than two
+        (1.0, 0.0, 8),  # nothing measured yet
+    ],
+)
+def test_sends_in_flight_cover_a_round_trip(
+    database_url: str, round_trip: float, cpu_per_send: float, in_flight: int
+) -> None:
+    scheduler = Scheduler(
+        Database(create_engine("sqlite://"), make_settings(database_url)), make_settings(database_url)
+    )
+    scheduler._round_trip, scheduler._cpu_per_send = round_trip, cpu_per_send
+
+    assert scheduler._in_flight_limit() == in_flight
