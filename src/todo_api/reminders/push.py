@@ -73,20 +73,11 @@ def _is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where a checked endpoint's request goes: its URL's parts and the address checked for it."""
-
-    scheme: str
-    host: str
-    port: int
-    address: str
-
-    @property
-    def origin(self) -> str:
-        default = 443 if self.scheme == "https" else 80
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{self.scheme}://{host}" + ("" if self.port == default else f":{self.port}")
+def _origin(scheme: str, host: str, port: int) -> str:
+    """The endpoint's origin: a VAPID JWT's `aud`."""
+    default = 443 if scheme == "https" else 80
+    host = f"[{host}]" if ":" in host else host
+    return f"{scheme}://{host}" + ("" if port == default else f":{port}")
 
 
 def _parse(endpoint: str, *, allow_private: bool) -> tuple[str, str, int]:
@@ -116,15 +107,14 @@ def _addresses(infos: list[tuple[Any, ...]]) -> list[str]:
     return [str(info[4][0]) for info in infos if info[0] in (socket.AF_INET, socket.AF_INET6)]
 
 
-def check_endpoint(endpoint: str, *, allow_private: bool) -> Target:
-    """The endpoint's target, resolved and checked (EndpointRefused when it may not be contacted)."""
-    scheme, host, port = _parse(endpoint, allow_private=allow_private)
+def check_endpoint(endpoint: str, *, allow_private: bool) -> None:
+    """The endpoint resolved and checked: EndpointRefused when it may not be contacted."""
+    _, host, port = _parse(endpoint, allow_private=allow_private)
     try:
         found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     except (OSError, UnicodeError):
         raise EndpointRefused("endpoint's host does not resolve") from None
-    addresses = _checked(_addresses(found), allow_private=allow_private)
-    return Target(scheme, host, port, addresses[0])
+    _checked(_addresses(found), allow_private=allow_private)
 
 
 class CheckingResolver(AbstractResolver):
@@ -212,7 +202,7 @@ class PushSender:
         info = {"endpoint": subscription.endpoint, "keys": {"p256dh": subscription.p256dh, "auth": subscription.auth}}
         body: bytes = WebPusher(info).encode(payload, "aes128gcm")["body"]
         headers = {
-            "Authorization": self._authorization(Target(scheme, host, port, "").origin),
+            "Authorization": self._authorization(_origin(scheme, host, port)),
             "Content-Encoding": "aes128gcm",
             "Content-Type": "application/octet-stream",
             "TTL": str(self.ttl),

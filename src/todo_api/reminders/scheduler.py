@@ -246,7 +246,7 @@ class Scheduler:
         self.stopping = threading.Event()
         self._wake = threading.Event()
         self._mailer = ThreadPoolExecutor(MAIL_THREADS, thread_name_prefix="reminder-mail")
-        self._sending = asyncio.Semaphore(1)  # made again on the scheduler's loop (`_run`)
+        self._sending = asyncio.Semaphore(1)  # made for each batch, with its limit (`send_due`)
         self._requests_seen = False
         # The shortest round trip of a push send lately (drifting up, so a slower route is learnt), and the CPU one
         # send took in the last batch: what `_in_flight_limit` reads.
@@ -472,7 +472,6 @@ class Scheduler:
         asyncio.run(self._run())
 
     async def _run(self) -> None:
-        self._sending = asyncio.Semaphore(self.settings.REMINDER_SEND_CONCURRENCY)
         loop = asyncio.get_running_loop()
         async with AsyncExitStack() as stack:
             session = await stack.enter_async_context(self.push.session()) if self.push is not None else None
